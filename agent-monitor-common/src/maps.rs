@@ -1,0 +1,68 @@
+//! Map names, limits and the values the daemon writes into kernel maps.
+
+/// Value of the `MONITORED` map (key: cgroup v2 id). Only cgroups with an entry are observed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentSlot {
+    /// Index of the agent in the per-agent arrays (`SYSCALL_COUNTS`, `LOST`); below `max_agents`.
+    pub slot: u32,
+    /// `SLOT_FLAG_*` bits.
+    pub flags: u32,
+}
+
+/// Stream the per-thread syscall id sequence (costs a per-CPU buffer write per syscall).
+pub const SLOT_FLAG_SYSCALL_STREAM: u32 = 1;
+
+/// Syscall numbers at or above this are counted in the last bucket.
+pub const SYSCALL_BUCKETS: u32 = 512;
+
+/// Per-agent syscall counters of one CPU, indexed by syscall number; one map value per agent so
+/// that the daemon reads an agent's counters of every CPU with a single lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallRow(pub [u32; SYSCALL_BUCKETS as usize]);
+
+/// Default number of agent slots; the daemon may raise it at load time.
+pub const DEFAULT_MAX_AGENTS: u32 = 1024;
+
+/// Ring buffer size: large enough to absorb 5 ms of a 4 M events/s burst of small records.
+pub const RING_BUF_BYTES: u32 = 64 << 20;
+
+/// Above this much unread data the kernel forces a consumer wakeup even for batched events.
+pub const RING_BUF_WAKEUP_BYTES: u64 = 256 << 10;
+
+/// Per-flow byte counters in `FLOWS` (key: socket cookie).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCounters {
+    pub cgroup_id: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub packets_out: u32,
+    pub packets_in: u32,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all are `#[repr(C)]` plain-old-data with explicit padding fields, valid for any
+    // bit pattern.
+    unsafe impl aya::Pod for super::AgentSlot {}
+    unsafe impl aya::Pod for super::FlowCounters {}
+    unsafe impl aya::Pod for super::SyscallRow {}
+    unsafe impl aya::Pod for crate::EventHeader {}
+    unsafe impl aya::Pod for crate::SyscallBatch {}
+    unsafe impl aya::Pod for crate::SyscallCount {}
+    unsafe impl aya::Pod for crate::ExecEvent {}
+    unsafe impl aya::Pod for crate::ForkEvent {}
+    unsafe impl aya::Pod for crate::ExitEvent {}
+    unsafe impl aya::Pod for crate::PathEvent {}
+    unsafe impl aya::Pod for crate::RenameEvent {}
+    unsafe impl aya::Pod for crate::SockEvent {}
+    unsafe impl aya::Pod for crate::DnsEvent {}
+    unsafe impl aya::Pod for crate::FlowBytes {}
+    unsafe impl aya::Pod for crate::LostEvent {}
+    unsafe impl aya::Pod for crate::AgentRecord {}
+}
+
+const _: () = assert!(size_of::<AgentSlot>() == 8);
+const _: () = assert!(size_of::<FlowCounters>() == 32);

@@ -1,0 +1,102 @@
+//! Running the live pipeline until a signal or a deadline.
+
+use std::{
+    fs::File,
+    io::{BufWriter, Write},
+    path::Path,
+    process::ExitCode,
+    time::Duration,
+};
+
+use agent_monitor::{
+    config::Config,
+    ebpf::{Kernel, LoadOptions, Platform},
+    identity::AgentRegistry,
+    pipeline::Pipeline,
+    source::{Batch, LiveOptions, LiveSource},
+    trace::{TraceHeader, TraceWriter},
+};
+use anyhow::Context as _;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::LiveArgs;
+
+pub fn json_out(path: Option<&Path>) -> anyhow::Result<Box<dyn Write + Send>> {
+    Ok(match path {
+        Some(p) if p != Path::new("-") => Box::new(BufWriter::new(
+            File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        _ => Box::new(BufWriter::new(std::io::stdout())),
+    })
+}
+
+pub fn trace_out(path: &Path) -> anyhow::Result<TraceWriter<Box<dyn Write + Send>>> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let out: Box<dyn Write + Send> = Box::new(BufWriter::with_capacity(1 << 20, file));
+    Ok(TraceWriter::new(out, &TraceHeader::for_this_host())?)
+}
+
+/// Probes the kernel, loads the programs and registers the agents that exist now.
+pub fn start(config: &Config, initial: &mut Batch) -> anyhow::Result<LiveSource> {
+    let (platform, report) = Platform::probe()?;
+    log::debug!("feature probe:\n{report}");
+    let opts = LoadOptions {
+        max_agents: config.max_agents,
+        daemon_tgid: std::process::id(),
+    };
+    let (kernel, maps) = Kernel::load(&platform, &opts)?;
+    let registry = AgentRegistry::new(platform.cgroup_v2.clone(), config.clone());
+    let live = LiveOptions {
+        poll_interval: Duration::from_millis(config.poll_interval_ms),
+        snapshot_interval: Duration::from_millis(config.snapshot_interval_ms),
+        rescan_interval: Duration::from_millis(config.rescan_interval_ms),
+    };
+    let source = LiveSource::new(kernel, maps, registry, &live, initial)?;
+    log::info!(
+        "programs attached; {} agent cgroup(s) monitored; cgroup v2 at {}",
+        source.registry().len(),
+        platform.cgroup_v2.display()
+    );
+    Ok(source)
+}
+
+pub async fn run(args: &LiveArgs, mut pipeline: Pipeline) -> anyhow::Result<ExitCode> {
+    let config = super::load_config(args)?;
+    let mut batch = Batch::default();
+    let mut source = start(&config, &mut batch)?;
+    pipeline.process(&batch)?;
+    if let Some(ready) = &args.ready_file {
+        std::fs::write(ready, b"ready\n").with_context(|| format!("writing {}", ready.display()))?;
+    }
+    run_until_stopped(&mut source, &mut pipeline, args.duration).await?;
+    log::info!("stopped: {:?}", pipeline.stats);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs until SIGINT/SIGTERM or `duration`, then drains what the kernel still holds.
+pub async fn run_until_stopped(
+    source: &mut LiveSource,
+    pipeline: &mut Pipeline,
+    duration: Option<Duration>,
+) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let stop = async move {
+        let deadline = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            () = deadline => {}
+        }
+    };
+    pipeline.run(source, stop).await?;
+    let mut batch = Batch::default();
+    source.finish(&mut batch)?;
+    pipeline.process(&batch)?;
+    pipeline.flush()
+}

@@ -1,0 +1,155 @@
+//! Command-line interface. Configuration precedence: the embedded default, replaced by
+//! `--config FILE` when given; command-line flags then override single keys.
+
+mod demo;
+mod live;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use agent_monitor::{
+    config::Config,
+    ebpf::Platform,
+    pipeline::Pipeline,
+    source::ReplaySource,
+    workload::{self, Step},
+};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "agent-monitor", version, about = "eBPF runtime behavioural monitor for AI agents")]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct LiveArgs {
+    /// Configuration file (default: the embedded config/default.yaml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Stop after this long (e.g. 30s, 5m); default: until SIGINT or SIGTERM.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Create this file once the programs are attached and the agents registered.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Override `watch`: parent cgroups whose <class>/<agent-id> children are agents.
+    #[arg(long)]
+    watch: Vec<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Monitor agents and print their events as JSON lines.
+    Run {
+        #[command(flatten)]
+        live: LiveArgs,
+        /// Write JSON lines here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Also record the raw records to this trace file.
+        #[arg(long)]
+        record: Option<PathBuf>,
+    },
+    /// Record raw kernel records of monitored agents to a trace file.
+    Record {
+        #[command(flatten)]
+        live: LiveArgs,
+        /// Trace file to write.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Also write the decoded events as JSON lines here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Feed a trace file through the pipeline and print the events as JSON lines.
+    Replay {
+        trace: PathBuf,
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Start a demo agent workload in its own cgroup and show what it does (main job).
+    Demo {
+        /// How long to run the demo agents.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
+        duration: Duration,
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Check what this kernel and host provide.
+    Probe,
+    /// Run a scripted workload (used by the demo, tests and benchmarks).
+    #[command(hide = true)]
+    Workload { steps: Vec<Step> },
+}
+
+pub fn main(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Workload { steps } => {
+            workload::run(&steps)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Probe => {
+            let (_, report) = Platform::probe()?;
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        command => runtime()?.block_on(async_main(command)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { live, output, record } => {
+            let mut pipeline = Pipeline::default().with_json(live::json_out(output.as_deref())?);
+            if let Some(path) = &record {
+                pipeline = pipeline.with_trace(live::trace_out(path)?);
+            }
+            live::run(&live, pipeline).await
+        }
+        Command::Record { live, output, json } => {
+            let mut pipeline = Pipeline::default().with_trace(live::trace_out(&output)?);
+            if let Some(path) = &json {
+                pipeline = pipeline.with_json(live::json_out(Some(path))?);
+            }
+            live::run(&live, pipeline).await
+        }
+        Command::Replay { trace, output } => {
+            let mut source = ReplaySource::open(&trace).with_context(|| format!("{}", trace.display()))?;
+            let h = source.header();
+            log::info!(
+                "replaying {} (format {}, recorded on {} kernel {} by agent-monitor {})",
+                trace.display(),
+                h.format_version,
+                h.hostname,
+                h.kernel_release,
+                h.agent_monitor_version
+            );
+            let mut pipeline = Pipeline::default().with_json(live::json_out(output.as_deref())?);
+            pipeline
+                .run(&mut source, std::future::pending())
+                .await
+                .with_context(|| format!("replaying {}", trace.display()))?;
+            log::info!("replay done: {:?}", pipeline.stats);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { duration, output } => demo::run(duration, output.as_deref()).await,
+        Command::Probe | Command::Workload { .. } => unreachable!("handled synchronously"),
+    }
+}
+
+fn load_config(args: &LiveArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded(),
+    };
+    if !args.watch.is_empty() {
+        config.watch = args.watch.clone();
+    }
+    Ok(config)
+}

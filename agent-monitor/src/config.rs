@@ -1,0 +1,174 @@
+//! Daemon configuration: an embedded default (`config/default.yaml`), optionally replaced by a
+//! file; unknown keys are refused so that a typo never silently changes behaviour.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The shipped defaults, also the documentation of every key.
+pub const DEFAULT_YAML: &str = include_str!("../../config/default.yaml");
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub agents: Vec<StaticAgent>,
+    #[serde(default)]
+    pub watch: Vec<PathBuf>,
+    #[serde(default = "defaults::max_agents")]
+    pub max_agents: u32,
+    #[serde(default = "defaults::yes")]
+    pub syscall_stream: bool,
+    #[serde(default = "defaults::poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    #[serde(default = "defaults::snapshot_interval_ms")]
+    pub snapshot_interval_ms: u64,
+    #[serde(default = "defaults::rescan_interval_ms")]
+    pub rescan_interval_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticAgent {
+    pub cgroup: PathBuf,
+    pub id: String,
+    pub class: String,
+}
+
+mod defaults {
+    pub fn max_agents() -> u32 {
+        agent_monitor_common::DEFAULT_MAX_AGENTS
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn poll_interval_ms() -> u64 {
+        5
+    }
+    pub fn snapshot_interval_ms() -> u64 {
+        1000
+    }
+    pub fn rescan_interval_ms() -> u64 {
+        100
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("config {path}: {field}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        reason: String,
+    },
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn embedded() -> Self {
+        Self::parse(DEFAULT_YAML, Path::new("<embedded default>"))
+            .unwrap_or_else(|e| unreachable!("the embedded default config is tested: {e}"))
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: String, reason: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            field,
+            reason: reason.to_owned(),
+        };
+        if self.max_agents == 0 {
+            return Err(invalid("max_agents".into(), "must be at least 1"));
+        }
+        for (name, v) in [
+            ("poll_interval_ms", self.poll_interval_ms),
+            ("snapshot_interval_ms", self.snapshot_interval_ms),
+            ("rescan_interval_ms", self.rescan_interval_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(name.into(), "must be at least 1"));
+            }
+        }
+        for (i, a) in self.agents.iter().enumerate() {
+            if a.id.is_empty() || a.id.len() >= agent_monitor_common::AGENT_ID_LEN {
+                return Err(invalid(format!("agents[{i}].id"), "must be 1 to 63 bytes"));
+            }
+            if a.class.is_empty() || a.class.len() >= agent_monitor_common::AGENT_CLASS_LEN {
+                return Err(invalid(format!("agents[{i}].class"), "must be 1 to 31 bytes"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a configured cgroup path against the cgroup v2 mount.
+    pub fn cgroup_path(mount: &Path, configured: &Path) -> PathBuf {
+        match configured.strip_prefix("/") {
+            Ok(rel) if !configured.starts_with(mount) => mount.join(rel),
+            _ if configured.is_absolute() => configured.to_owned(),
+            _ => mount.join(configured),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses() {
+        let c = Config::embedded();
+        assert_eq!(c.max_agents, 1024);
+        assert_eq!(c.watch, vec![PathBuf::from("agent-monitor/agents")]);
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_line() {
+        let err = Config::parse("max_agents: 4\nmax_agent: 5\n", Path::new("x.yaml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("x.yaml") && msg.contains("max_agent") && msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let err = Config::parse(
+            "agents: [{cgroup: a, id: '', class: fraud}]\n",
+            Path::new("y.yaml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("agents[0].id"), "{err}");
+    }
+
+    #[test]
+    fn cgroup_paths_resolve_against_the_mount() {
+        let m = Path::new("/sys/fs/cgroup/unified");
+        assert_eq!(Config::cgroup_path(m, Path::new("a/b")), m.join("a/b"));
+        assert_eq!(Config::cgroup_path(m, Path::new("/a/b")), m.join("a/b"));
+        assert_eq!(Config::cgroup_path(m, &m.join("a")), m.join("a"));
+    }
+}

@@ -1,0 +1,27 @@
+//! Byte-level access to the `#[repr(C)]` wire structs of `agent_monitor_common`.
+
+/// Reads a wire struct from the front of `bytes`, or `None` if `bytes` is too short.
+pub fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    (bytes.len() >= size_of::<T>())
+        // SAFETY: `T: Pod` is valid for any bit pattern and the length was checked.
+        .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// The bytes of a wire struct, as the kernel would have written them.
+pub fn bytes_of<T: aya::Pod>(value: &T) -> &[u8] {
+    // SAFETY: `T: Pod` has no padding bytes that could be uninitialised in our wire structs.
+    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
+}
+
+/// The text before the first NUL of a fixed-size buffer, lossily decoded.
+pub fn c_str(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// Copies `s` into a fixed-size buffer, NUL-terminated (cut if needed).
+pub fn put_c_str(dst: &mut [u8], s: &str) {
+    let n = s.len().min(dst.len().saturating_sub(1));
+    dst[..n].copy_from_slice(&s.as_bytes()[..n]);
+    dst[n..].fill(0);
+}

@@ -1,0 +1,51 @@
+//! Agent identity: which agent and class a cgroup belongs to.
+//!
+//! [`AgentRegistry`] decides which cgroups are agents and announces each one with an
+//! `agent_added` record in the event stream; [`Identities`] follows those records and attributes
+//! events. Because the announcements travel with the events, a replay attributes exactly as the
+//! live run did, with no access to the host's cgroups.
+
+mod registry;
+
+use std::{collections::HashMap, sync::Arc};
+
+pub use registry::{AgentRegistry, DiscoveredAgent, SlotTable};
+
+use crate::event::{AgentRef, Body, Event};
+
+#[derive(Default)]
+pub struct Identities {
+    by_cgroup: HashMap<u64, AgentRef>,
+}
+
+impl Identities {
+    /// Updates the table from agent announcements and fills `event.agent`.
+    pub fn attribute(&mut self, event: &mut Event) {
+        match &event.body {
+            Body::AgentAdded(a) => {
+                self.by_cgroup.insert(
+                    event.cgroup_id,
+                    AgentRef {
+                        id: Arc::from(a.id.as_str()),
+                        class: Arc::from(a.class.as_str()),
+                    },
+                );
+            }
+            Body::AgentRemoved(_) => {
+                // The removal itself is still attributed below.
+                event.agent = self.by_cgroup.remove(&event.cgroup_id);
+                return;
+            }
+            _ => {}
+        }
+        event.agent = self.by_cgroup.get(&event.cgroup_id).cloned();
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_cgroup.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_cgroup.is_empty()
+    }
+}

@@ -1,0 +1,15 @@
+//! agent-monitor: eBPF runtime behavioural monitor for AI agents.
+//!
+//! The pipeline is the same live and in replay:
+//! `EventSource` (raw records) -> `event::decode` -> `identity` -> sinks (JSON lines, trace file).
+
+pub mod cgroup;
+pub mod clock;
+pub mod config;
+pub mod ebpf;
+pub mod event;
+pub mod identity;
+pub mod pipeline;
+pub mod source;
+pub mod trace;
+pub mod workload;

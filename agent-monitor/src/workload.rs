@@ -1,0 +1,194 @@
+//! A scripted agent workload: a known list of actions, used by the demo, the tests and the
+//! benchmarks so that what the kernel reports can be checked against what was done.
+//!
+//! Steps (one argument each): `getppid:N`, `read:PATH`, `write:PATH`, `unlink:PATH`,
+//! `rename:FROM:TO`, `chmod:PATH:OCTAL`, `connect:HOST:PORT` (TCP, sends a line, reads a reply),
+//! `udp:HOST:PORT`, `dns:NAME@HOST:PORT` (one DNS query over UDP), `exec:PATH[:ARG...]` (runs a
+//! program and waits), `sleep:MS`, `exit:CODE`, and for benchmarks `loop:OP:N` which runs
+//! `getppid`, `openat` (open+close) or `connect` N times and prints the mean ns per operation.
+
+use std::{
+    fs,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket},
+    os::unix::fs::PermissionsExt as _,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    Getppid(u64),
+    Read(String),
+    Write(String),
+    Unlink(String),
+    Rename(String, String),
+    Chmod(String, u32),
+    Connect(String),
+    Udp(String),
+    Dns(String, String),
+    Exec(Vec<String>),
+    Sleep(u64),
+    Exit(i32),
+    Loop(String, u64),
+}
+
+impl std::str::FromStr for Step {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let (op, arg) = s.split_once(':').unwrap_or((s, ""));
+        let num = |a: &str| a.parse::<u64>().with_context(|| format!("step {s:?}: bad number"));
+        Ok(match op {
+            "getppid" => Step::Getppid(num(arg)?),
+            "read" => Step::Read(arg.into()),
+            "write" => Step::Write(arg.into()),
+            "unlink" => Step::Unlink(arg.into()),
+            "rename" => {
+                let (a, b) = arg.split_once(':').ok_or_else(|| anyhow!("step {s:?}: rename:FROM:TO"))?;
+                Step::Rename(a.into(), b.into())
+            }
+            "chmod" => {
+                let (p, m) = arg.rsplit_once(':').ok_or_else(|| anyhow!("step {s:?}: chmod:PATH:MODE"))?;
+                Step::Chmod(p.into(), u32::from_str_radix(m, 8).with_context(|| format!("step {s:?}"))?)
+            }
+            "connect" => Step::Connect(arg.into()),
+            "udp" => Step::Udp(arg.into()),
+            "dns" => {
+                let (n, a) = arg.split_once('@').ok_or_else(|| anyhow!("step {s:?}: dns:NAME@HOST:PORT"))?;
+                Step::Dns(n.into(), a.into())
+            }
+            "exec" => Step::Exec(arg.split(':').map(String::from).collect()),
+            "sleep" => Step::Sleep(num(arg)?),
+            "exit" => Step::Exit(arg.parse().with_context(|| format!("step {s:?}"))?),
+            "loop" => {
+                let (o, n) = arg.rsplit_once(':').ok_or_else(|| anyhow!("step {s:?}: loop:OP:N"))?;
+                Step::Loop(o.into(), num(n)?)
+            }
+            _ => bail!("unknown workload step {s:?}"),
+        })
+    }
+}
+
+/// Runs the steps in order; `exit:CODE` ends the process.
+pub fn run(steps: &[Step]) -> anyhow::Result<()> {
+    for step in steps {
+        run_step(step).with_context(|| format!("workload step {step:?}"))?;
+    }
+    Ok(())
+}
+
+fn run_step(step: &Step) -> anyhow::Result<()> {
+    match step {
+        Step::Getppid(n) => {
+            for _ in 0..*n {
+                // SAFETY: no arguments, cannot fail.
+                std::hint::black_box(unsafe { libc::getppid() });
+            }
+        }
+        Step::Read(p) => {
+            let _ = fs::read(p);
+        }
+        Step::Write(p) => fs::write(p, b"agent-monitor workload report\n")?,
+        Step::Unlink(p) => {
+            let _ = fs::remove_file(p);
+        }
+        Step::Rename(a, b) => fs::rename(a, b)?,
+        Step::Chmod(p, m) => fs::set_permissions(p, fs::Permissions::from_mode(*m))?,
+        Step::Connect(addr) => {
+            let mut s = TcpStream::connect_timeout(&resolve(addr)?, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(b"score txn-1\n")?;
+            let mut reply = [0u8; 64];
+            let _ = s.read(&mut reply);
+        }
+        Step::Udp(addr) => {
+            UdpSocket::bind("127.0.0.1:0")?.send_to(b"ping", resolve(addr)?)?;
+        }
+        Step::Dns(name, addr) => {
+            UdpSocket::bind("127.0.0.1:0")?.send_to(&dns_query(name), resolve(addr)?)?;
+        }
+        Step::Exec(argv) => {
+            let (prog, args) = argv.split_first().ok_or_else(|| anyhow!("exec needs a program"))?;
+            Command::new(prog).args(args).status()?;
+        }
+        Step::Sleep(ms) => std::thread::sleep(Duration::from_millis(*ms)),
+        Step::Exit(code) => std::process::exit(*code),
+        Step::Loop(op, n) => {
+            let ns = bench_loop(op, *n)?;
+            println!("{op} {ns:.1}");
+        }
+    }
+    Ok(())
+}
+
+fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
+    addr.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| anyhow!("{addr} resolves to nothing"))
+}
+
+/// A minimal DNS query message (A record) for `name`.
+pub fn dns_query(name: &str) -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        q.push(label.len().min(63) as u8);
+        q.extend_from_slice(&label.as_bytes()[..label.len().min(63)]);
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// Mean ns per operation over `n` iterations of `op`.
+pub fn bench_loop(op: &str, n: u64) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    match op {
+        "getppid" => run_step(&Step::Getppid(n))?,
+        "openat" => {
+            let path = c"/proc/self/stat";
+            for _ in 0..n {
+                // SAFETY: valid NUL-terminated path; the fd is closed at once.
+                unsafe {
+                    let fd = libc::openat(libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY);
+                    if fd >= 0 {
+                        libc::close(fd);
+                    }
+                }
+            }
+        }
+        op if op.starts_with("connect=") => {
+            let addr = resolve(&op["connect=".len()..])?;
+            for _ in 0..n {
+                drop(TcpStream::connect(addr)?);
+            }
+        }
+        _ => bail!("unknown loop op {op:?} (getppid, openat, connect=HOST:PORT)"),
+    }
+    Ok(start.elapsed().as_nanos() as f64 / n.max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_step() {
+        let s: Step = "rename:/a:/b".parse().unwrap();
+        assert_eq!(s, Step::Rename("/a".into(), "/b".into()));
+        assert_eq!("chmod:/x:640".parse::<Step>().unwrap(), Step::Chmod("/x".into(), 0o640));
+        assert_eq!(
+            "exec:/bin/echo:hi".parse::<Step>().unwrap(),
+            Step::Exec(vec!["/bin/echo".into(), "hi".into()])
+        );
+        assert!("bogus:1".parse::<Step>().is_err());
+        assert!("getppid:x".parse::<Step>().is_err());
+    }
+
+    #[test]
+    fn dns_query_encodes_labels() {
+        let q = dns_query("a.bc");
+        assert_eq!(&q[12..], b"\x01a\x02bc\x00\x00\x01\x00\x01");
+    }
+}
