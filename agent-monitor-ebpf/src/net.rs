@@ -2,10 +2,9 @@
 //! for per-flow bytes and DNS questions. All are attached to the cgroup v2 root so that they see
 //! every agent cgroup; each returns "allow" (1).
 
-use agent_monitor_common::{
-    DNS_QUERY_LEN, DnsEvent, EventHeader, FlowCounters, SockEvent, kind,
-};
+use agent_monitor_common::{DNS_QUERY_LEN, DnsEvent, EventHeader, FlowCounters, SockEvent, kind};
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{__sk_buff, bpf_sock_addr},
     helpers::{
         bpf_ktime_get_boot_ns, bpf_probe_read_user,
@@ -13,7 +12,6 @@ use aya_ebpf::{
     },
     macros::{cgroup_skb, cgroup_sock_addr},
     programs::{SkBuffContext, SockAddrContext},
-    EbpfContext as _,
 };
 
 use crate::{
@@ -125,7 +123,12 @@ fn fill_from_sock_addr<const V6: bool>(ev: &mut SockEvent, ctx: &SockAddrContext
     if !V6 {
         ev.addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
     } else {
-        let ip6 = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
+        let ip6 = [
+            sa.user_ip6[0],
+            sa.user_ip6[1],
+            sa.user_ip6[2],
+            sa.user_ip6[3],
+        ];
         for (i, word) in ip6.iter().enumerate() {
             ev.addr[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
         }
@@ -263,7 +266,12 @@ fn dns_question(ctx: &SkBuffContext, cookie: u64, cgroup_id: u64, slot: u32) {
     let n = ((avail.min(DNS_QUERY_LEN) - 1) & (DNS_QUERY_LEN - 1)) + 1;
     // SAFETY: `n <= DNS_QUERY_LEN`, the size of `ev.query`.
     let r = unsafe {
-        bpf_skb_load_bytes(ctx.as_ptr() as *const _, start as u32, ev.query.as_mut_ptr().cast(), n as u32)
+        bpf_skb_load_bytes(
+            ctx.as_ptr() as *const _,
+            start as u32,
+            ev.query.as_mut_ptr().cast(),
+            n as u32,
+        )
     };
     if r != 0 {
         return;

@@ -64,7 +64,15 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
     pending.user_ptr = 0;
     match nr {
         nr::OPEN => path_event(pending, &cur, kind::OPEN, AT_FDCWD, arg(0), arg(1), arg(2)),
-        nr::OPENAT => path_event(pending, &cur, kind::OPEN, arg(0) as i32, arg(1), arg(2), arg(3)),
+        nr::OPENAT => path_event(
+            pending,
+            &cur,
+            kind::OPEN,
+            arg(0) as i32,
+            arg(1),
+            arg(2),
+            arg(3),
+        ),
         nr::OPENAT2 => {
             // struct open_how { u64 flags; u64 mode; u64 resolve; }
             let how = arg(2) as *const u64;
@@ -72,10 +80,26 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
             let flags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
             // SAFETY: as above.
             let mode = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
-            path_event(pending, &cur, kind::OPEN, arg(0) as i32, arg(1), flags, mode)
+            path_event(
+                pending,
+                &cur,
+                kind::OPEN,
+                arg(0) as i32,
+                arg(1),
+                flags,
+                mode,
+            )
         }
         nr::UNLINK => path_event(pending, &cur, kind::UNLINK, AT_FDCWD, arg(0), 0, 0),
-        nr::UNLINKAT => path_event(pending, &cur, kind::UNLINK, arg(0) as i32, arg(1), arg(2), 0),
+        nr::UNLINKAT => path_event(
+            pending,
+            &cur,
+            kind::UNLINK,
+            arg(0) as i32,
+            arg(1),
+            arg(2),
+            0,
+        ),
         nr::CHMOD => path_event(pending, &cur, kind::CHMOD, AT_FDCWD, arg(0), arg(1), 0),
         nr::FCHMODAT | nr::FCHMODAT2 => {
             path_event(pending, &cur, kind::CHMOD, arg(0) as i32, arg(1), arg(2), 0)
@@ -83,7 +107,15 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
         nr::CHOWN | nr::LCHOWN => {
             path_event(pending, &cur, kind::CHOWN, AT_FDCWD, arg(0), arg(1), arg(2))
         }
-        nr::FCHOWNAT => path_event(pending, &cur, kind::CHOWN, arg(0) as i32, arg(1), arg(2), arg(3)),
+        nr::FCHOWNAT => path_event(
+            pending,
+            &cur,
+            kind::CHOWN,
+            arg(0) as i32,
+            arg(1),
+            arg(2),
+            arg(3),
+        ),
         nr::RENAME => rename_event(pending, &cur, arg(0), arg(1)),
         nr::RENAMEAT | nr::RENAMEAT2 => rename_event(pending, &cur, arg(1), arg(3)),
         nr::EXECVE => exec_event(pending, &cur, arg(0), arg(1)),
@@ -137,7 +169,11 @@ fn send_pending(pending: &mut Pending, ret: i64) {
             emit::output(unsafe { &*(data as *const PathEvent) }, slot, Wake::Batched)
         }
         // SAFETY: as above.
-        kind::RENAME => emit::output(unsafe { &*(data as *const RenameEvent) }, slot, Wake::Batched),
+        kind::RENAME => emit::output(
+            unsafe { &*(data as *const RenameEvent) },
+            slot,
+            Wake::Batched,
+        ),
         // SAFETY: as above.
         kind::EXEC => emit::output(unsafe { &*(data as *const ExecEvent) }, slot, Wake::Now),
         // SAFETY: as above.
@@ -238,7 +274,9 @@ fn exec_event(p: &mut Pending, cur: &Current, filename: u64, argv: u64) {
 #[inline(always)]
 fn read_str(dst: &mut [u8; PATH_LEN], src: u64, flags: &mut u16) {
     // SAFETY: the helper writes at most PATH_LEN bytes into `dst` and never faults.
-    let n = unsafe { bpf_probe_read_user_str(dst.as_mut_ptr().cast(), PATH_LEN as u32, src as *const _) };
+    let n = unsafe {
+        bpf_probe_read_user_str(dst.as_mut_ptr().cast(), PATH_LEN as u32, src as *const _)
+    };
     if n <= 0 {
         dst[0] = 0;
     } else if n as usize >= PATH_LEN {

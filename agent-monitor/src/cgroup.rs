@@ -8,7 +8,9 @@ use std::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("no cgroup v2 mount found in /proc/self/mountinfo (mount one: mount -t cgroup2 none <dir>)")]
+    #[error(
+        "no cgroup v2 mount found in /proc/self/mountinfo (mount one: mount -t cgroup2 none <dir>)"
+    )]
     NoV2Mount,
     #[error("reading {path}: {source}")]
     Io {
@@ -49,7 +51,9 @@ fn unescape(s: &str) -> String {
     let mut rest = s;
     while let Some(i) = rest.find('\\') {
         out.push_str(&rest[..i]);
-        let code = rest.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok());
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
         match code {
             Some(c) => {
                 out.push(c as char);
@@ -95,30 +99,12 @@ pub fn remove_tree(dir: &Path) {
     let _ = fs::remove_dir(dir);
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_hybrid_and_unified_mounts() {
-        let hybrid = "30 25 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n\
-                      35 30 0:31 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw\n";
-        assert_eq!(parse_v2_mount(hybrid), Some("/sys/fs/cgroup/unified".into()));
-        let unified = "29 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(parse_v2_mount(unified), Some("/sys/fs/cgroup".into()));
-        assert_eq!(parse_v2_mount("1 0 0:1 / / rw - ext4 /dev/vda rw\n"), None);
-    }
-
-    #[test]
-    fn unescapes_spaces_in_mount_points() {
-        let line = "35 30 0:31 / /mnt/my\\040cgroups rw - cgroup2 none rw\n";
-        assert_eq!(parse_v2_mount(line), Some("/mnt/my cgroups".into()));
-    }
-}
-
 /// Makes `cmd` start inside the cgroup `dir`: the child moves itself in between fork and exec,
 /// so everything it does, its exec included, happens in that cgroup.
-pub fn spawn_in(dir: &Path, cmd: &mut std::process::Command) -> Result<std::process::Child, CgroupError> {
+pub fn spawn_in(
+    dir: &Path,
+    cmd: &mut std::process::Command,
+) -> Result<std::process::Child, CgroupError> {
     use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
 
     let procs_path = dir.join("cgroup.procs");
@@ -141,4 +127,28 @@ pub fn spawn_in(dir: &Path, cmd: &mut std::process::Command) -> Result<std::proc
     let child = cmd.spawn().map_err(io(&procs_path));
     drop(procs);
     child
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_hybrid_and_unified_mounts() {
+        let hybrid = "30 25 0:26 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n\
+                      35 30 0:31 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            parse_v2_mount(hybrid),
+            Some("/sys/fs/cgroup/unified".into())
+        );
+        let unified = "29 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(parse_v2_mount(unified), Some("/sys/fs/cgroup".into()));
+        assert_eq!(parse_v2_mount("1 0 0:1 / / rw - ext4 /dev/vda rw\n"), None);
+    }
+
+    #[test]
+    fn unescapes_spaces_in_mount_points() {
+        let line = "35 30 0:31 / /mnt/my\\040cgroups rw - cgroup2 none rw\n";
+        assert_eq!(parse_v2_mount(line), Some("/mnt/my cgroups".into()));
+    }
 }

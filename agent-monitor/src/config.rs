@@ -120,7 +120,10 @@ impl Config {
                 return Err(invalid(format!("agents[{i}].id"), "must be 1 to 63 bytes"));
             }
             if a.class.is_empty() || a.class.len() >= agent_monitor_common::AGENT_CLASS_LEN {
-                return Err(invalid(format!("agents[{i}].class"), "must be 1 to 31 bytes"));
+                return Err(invalid(
+                    format!("agents[{i}].class"),
+                    "must be 1 to 31 bytes",
+                ));
             }
         }
         Ok(())
@@ -151,7 +154,10 @@ mod tests {
     fn unknown_key_names_file_and_line() {
         let err = Config::parse("max_agents: 4\nmax_agent: 5\n", Path::new("x.yaml")).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("x.yaml") && msg.contains("max_agent") && msg.contains("line 2"), "{msg}");
+        assert!(
+            msg.contains("x.yaml") && msg.contains("max_agent") && msg.contains("line 2"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -40,31 +40,45 @@ impl std::str::FromStr for Step {
 
     fn from_str(s: &str) -> anyhow::Result<Self> {
         let (op, arg) = s.split_once(':').unwrap_or((s, ""));
-        let num = |a: &str| a.parse::<u64>().with_context(|| format!("step {s:?}: bad number"));
+        let num = |a: &str| {
+            a.parse::<u64>()
+                .with_context(|| format!("step {s:?}: bad number"))
+        };
         Ok(match op {
             "getppid" => Step::Getppid(num(arg)?),
             "read" => Step::Read(arg.into()),
             "write" => Step::Write(arg.into()),
             "unlink" => Step::Unlink(arg.into()),
             "rename" => {
-                let (a, b) = arg.split_once(':').ok_or_else(|| anyhow!("step {s:?}: rename:FROM:TO"))?;
+                let (a, b) = arg
+                    .split_once(':')
+                    .ok_or_else(|| anyhow!("step {s:?}: rename:FROM:TO"))?;
                 Step::Rename(a.into(), b.into())
             }
             "chmod" => {
-                let (p, m) = arg.rsplit_once(':').ok_or_else(|| anyhow!("step {s:?}: chmod:PATH:MODE"))?;
-                Step::Chmod(p.into(), u32::from_str_radix(m, 8).with_context(|| format!("step {s:?}"))?)
+                let (p, m) = arg
+                    .rsplit_once(':')
+                    .ok_or_else(|| anyhow!("step {s:?}: chmod:PATH:MODE"))?;
+                Step::Chmod(
+                    p.into(),
+                    u32::from_str_radix(m, 8).with_context(|| format!("step {s:?}"))?,
+                )
             }
             "connect" => Step::Connect(arg.into()),
             "udp" => Step::Udp(arg.into()),
             "dns" => {
-                let (n, a) = arg.split_once('@').ok_or_else(|| anyhow!("step {s:?}: dns:NAME@HOST:PORT"))?;
+                let (n, a) = arg
+                    .split_once('@')
+                    .ok_or_else(|| anyhow!("step {s:?}: dns:NAME@HOST:PORT"))?;
                 Step::Dns(n.into(), a.into())
             }
             "exec" => Step::Exec(arg.split(':').map(String::from).collect()),
             "sleep" => Step::Sleep(num(arg)?),
             "exit" => Step::Exit(arg.parse().with_context(|| format!("step {s:?}"))?),
             "loop" => {
-                let (o, n) = arg.rsplit_once(':').ok_or_else(|| anyhow!("step {s:?}: loop:OP:N"))?;
+                let (o, n) = arg
+                    .rsplit_once(':')
+                    .ok_or_else(|| anyhow!("step {s:?}: loop:OP:N"))?;
                 Step::Loop(o.into(), num(n)?)
             }
             _ => bail!("unknown workload step {s:?}"),
@@ -111,7 +125,9 @@ fn run_step(step: &Step) -> anyhow::Result<()> {
             UdpSocket::bind("127.0.0.1:0")?.send_to(&dns_query(name), resolve(addr)?)?;
         }
         Step::Exec(argv) => {
-            let (prog, args) = argv.split_first().ok_or_else(|| anyhow!("exec needs a program"))?;
+            let (prog, args) = argv
+                .split_first()
+                .ok_or_else(|| anyhow!("exec needs a program"))?;
             Command::new(prog).args(args).status()?;
         }
         Step::Sleep(ms) => std::thread::sleep(Duration::from_millis(*ms)),
@@ -177,7 +193,10 @@ mod tests {
     fn parses_every_step() {
         let s: Step = "rename:/a:/b".parse().unwrap();
         assert_eq!(s, Step::Rename("/a".into(), "/b".into()));
-        assert_eq!("chmod:/x:640".parse::<Step>().unwrap(), Step::Chmod("/x".into(), 0o640));
+        assert_eq!(
+            "chmod:/x:640".parse::<Step>().unwrap(),
+            Step::Chmod("/x".into(), 0o640)
+        );
         assert_eq!(
             "exec:/bin/echo:hi".parse::<Step>().unwrap(),
             Step::Exec(vec!["/bin/echo".into(), "hi".into()])

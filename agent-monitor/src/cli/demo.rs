@@ -13,7 +13,10 @@ use tokio::{
 
 use super::live;
 
-const DEMO_AGENTS: &[(&str, &str)] = &[("fraud", "demo-fraud-1"), ("onboarding", "demo-onboarding-1")];
+const DEMO_AGENTS: &[(&str, &str)] = &[
+    ("fraud", "demo-fraud-1"),
+    ("onboarding", "demo-onboarding-1"),
+];
 
 pub async fn run(duration: Duration, output: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = Config::embedded();
@@ -48,7 +51,10 @@ async fn demo(
     let scoring = scoring_service().await?;
     let data = tempfile::tempdir().context("creating the demo data directory")?;
     let txns = data.path().join("transactions.csv");
-    std::fs::write(&txns, "id,amount,merchant\ntxn-1,120.00,grocer\ntxn-2,9400.00,jeweller\n")?;
+    std::fs::write(
+        &txns,
+        "id,amount,merchant\ntxn-1,120.00,grocer\ntxn-2,9400.00,jeweller\n",
+    )?;
     let exe = std::env::current_exe()?;
 
     let mut children = Vec::new();
@@ -68,7 +74,14 @@ async fn demo(
         ]);
         children.push(cgroup::spawn_in(dir, &mut cmd)?);
     }
-    log::info!("demo agents started: {}", DEMO_AGENTS.iter().map(|(c, i)| format!("{i} ({c})")).collect::<Vec<_>>().join(", "));
+    log::info!(
+        "demo agents started: {}",
+        DEMO_AGENTS
+            .iter()
+            .map(|(c, i)| format!("{i} ({c})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 
     live::run_until_stopped(&mut source, &mut pipeline, Some(duration)).await?;
     for mut child in children {

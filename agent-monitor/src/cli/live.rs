@@ -66,7 +66,8 @@ pub async fn run(args: &LiveArgs, mut pipeline: Pipeline) -> anyhow::Result<Exit
     let mut source = start(&config, &mut batch)?;
     pipeline.process(&batch)?;
     if let Some(ready) = &args.ready_file {
-        std::fs::write(ready, b"ready\n").with_context(|| format!("writing {}", ready.display()))?;
+        std::fs::write(ready, b"ready\n")
+            .with_context(|| format!("writing {}", ready.display()))?;
     }
     run_until_stopped(&mut source, &mut pipeline, args.duration).await?;
     log::info!("stopped: {:?}", pipeline.stats);

@@ -17,7 +17,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "agent-monitor", version, about = "eBPF runtime behavioural monitor for AI agents")]
+#[command(
+    name = "agent-monitor",
+    version,
+    about = "eBPF runtime behavioural monitor for AI agents"
+)]
 pub struct Args {
     #[command(subcommand)]
     command: Command,
@@ -100,12 +104,18 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { live, output, record } => {
+        Command::Run {
+            live,
+            output,
+            record,
+        } => {
             let mut pipeline = Pipeline::default().with_json(live::json_out(output.as_deref())?);
             if let Some(path) = &record {
                 pipeline = pipeline.with_trace(live::trace_out(path)?);
@@ -120,7 +130,8 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             live::run(&live, pipeline).await
         }
         Command::Replay { trace, output } => {
-            let mut source = ReplaySource::open(&trace).with_context(|| format!("{}", trace.display()))?;
+            let mut source =
+                ReplaySource::open(&trace).with_context(|| format!("{}", trace.display()))?;
             let h = source.header();
             log::info!(
                 "replaying {} (format {}, recorded on {} kernel {} by agent-monitor {})",

@@ -19,21 +19,65 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ag
 
 /// Syscalls whose entry the `sys_enter_tracked` program handles.
 const TRACKED_ENTER: &[&str] = &[
-    "open", "openat", "openat2", "unlink", "unlinkat", "rename", "renameat", "renameat2", "chmod",
-    "fchmodat", "fchmodat2", "chown", "lchown", "fchownat", "execve", "execveat", "accept",
-    "accept4", "clone", "clone3", "fork", "vfork", "exit", "exit_group",
+    "open",
+    "openat",
+    "openat2",
+    "unlink",
+    "unlinkat",
+    "rename",
+    "renameat",
+    "renameat2",
+    "chmod",
+    "fchmodat",
+    "fchmodat2",
+    "chown",
+    "lchown",
+    "fchownat",
+    "execve",
+    "execveat",
+    "accept",
+    "accept4",
+    "clone",
+    "clone3",
+    "fork",
+    "vfork",
+    "exit",
+    "exit_group",
 ];
 /// Syscalls whose exit completes a pending event; connect and bind are started by the
 /// socket-address hooks instead of an entry tracepoint.
 const TRACKED_EXIT: &[&str] = &[
-    "open", "openat", "openat2", "unlink", "unlinkat", "rename", "renameat", "renameat2", "chmod",
-    "fchmodat", "fchmodat2", "chown", "lchown", "fchownat", "execve", "execveat", "accept",
-    "accept4", "clone", "clone3", "fork", "vfork", "connect", "bind",
+    "open",
+    "openat",
+    "openat2",
+    "unlink",
+    "unlinkat",
+    "rename",
+    "renameat",
+    "renameat2",
+    "chmod",
+    "fchmodat",
+    "fchmodat2",
+    "chown",
+    "lchown",
+    "fchownat",
+    "execve",
+    "execveat",
+    "accept",
+    "accept4",
+    "clone",
+    "clone3",
+    "fork",
+    "vfork",
+    "connect",
+    "bind",
 ];
 /// Syscalls that exist only on newer kernels: a missing tracepoint is not an error.
 const OPTIONAL: &[&str] = &["fchmodat2", "openat2", "clone3"];
 
-const SOCK_ADDR_PROGRAMS: &[&str] = &["connect4", "connect6", "bind4", "bind6", "sendmsg4", "sendmsg6"];
+const SOCK_ADDR_PROGRAMS: &[&str] = &[
+    "connect4", "connect6", "bind4", "bind6", "sendmsg4", "sendmsg6",
+];
 
 pub struct LoadOptions {
     pub max_agents: u32,
@@ -71,13 +115,17 @@ impl Kernel {
 
         // The hot path: tp_btf where the kernel allows it, raw_tp otherwise.
         let tp_btf: &mut BtfTracePoint = program(&mut ebpf, "sys_enter")?;
-        let hook = match tp_btf.load("sys_enter", &btf).and_then(|()| tp_btf.attach()) {
+        let hook = match tp_btf
+            .load("sys_enter", &btf)
+            .and_then(|()| tp_btf.attach())
+        {
             Ok(_) => "tp_btf",
             Err(e) => {
                 log::warn!("tp_btf sys_enter unavailable ({e}); using raw_tp");
                 let raw: &mut RawTracePoint = program(&mut ebpf, "sys_enter_raw")?;
                 raw.load().context("loading sys_enter_raw")?;
-                raw.attach("sys_enter").context("attaching raw_tp sys_enter")?;
+                raw.attach("sys_enter")
+                    .context("attaching raw_tp sys_enter")?;
                 "raw_tp"
             }
         };
@@ -103,7 +151,8 @@ impl Kernel {
 
         let exit: &mut TracePoint = program(&mut ebpf, "sched_process_exit")?;
         exit.load()?;
-        exit.attach("sched", "sched_process_exit").context("attaching sched_process_exit")?;
+        exit.attach("sched", "sched_process_exit")
+            .context("attaching sched_process_exit")?;
 
         // Attached through bpf_link, which always coexists with other programs on the same cgroup
         // (another monitor, systemd); the "single" mode only means no legacy attach flags.
@@ -125,7 +174,10 @@ impl Kernel {
                 .with_context(|| format!("attaching {name} to the cgroup v2 root"))?;
         }
 
-        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("map {name} missing"));
+        let mut take = |name: &str| {
+            ebpf.take_map(name)
+                .with_context(|| format!("map {name} missing"))
+        };
         let maps = KernelMaps {
             events: RingBuf::try_from(take("EVENTS")?)?,
             monitored: HashMap::try_from(take("MONITORED")?)?,

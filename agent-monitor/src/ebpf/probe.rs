@@ -88,7 +88,10 @@ impl Platform {
         let programs = [
             (ProgramType::RawTracePoint, "raw tracepoint programs"),
             (ProgramType::TracePoint, "tracepoint programs"),
-            (ProgramType::CgroupSockAddr, "cgroup socket-address programs"),
+            (
+                ProgramType::CgroupSockAddr,
+                "cgroup socket-address programs",
+            ),
             (ProgramType::CgroupSkb, "cgroup skb programs"),
         ];
         for (ty, what) in programs {
@@ -122,14 +125,16 @@ impl Platform {
             }
         }
         // Optional hooks, reported for operators; the tracepoint paths do not need them.
-        for (ty, what) in [
-            (ProgramType::Lsm(LsmAttachType::Mac), "BPF LSM (optional; enforcement uses cgroup hooks)"),
-        ] {
-            let r = is_program_supported(ty)
-                .map_err(|e| e.to_string())
-                .and_then(|ok| if ok { Ok("supported".into()) } else { Err("refused by this kernel".into()) });
-            note(what, r);
-        }
+        let lsm = is_program_supported(ProgramType::Lsm(LsmAttachType::Mac))
+            .map_err(|e| e.to_string())
+            .and_then(|ok| {
+                if ok {
+                    Ok("supported".into())
+                } else {
+                    Err("refused by this kernel".into())
+                }
+            });
+        note("BPF LSM (optional; enforcement uses cgroup hooks)", lsm);
         Ok((
             Self {
                 cgroup_v2,
@@ -141,13 +146,19 @@ impl Platform {
 }
 
 fn ensure_mounted(dir: &str, fstype: &str, magic: i64) -> Result<String, String> {
-    let is_mounted = |d: &str| statfs(d).is_ok_and(|s| s.filesystem_type().0 as i64 == magic);
+    let is_mounted = |d: &str| statfs(d).is_ok_and(|s| s.filesystem_type().0 == magic);
     if is_mounted(dir) {
         return Ok(format!("{dir} (mounted)"));
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {dir}: {e}"))?;
-    mount(Some(fstype), dir, Some(fstype), MsFlags::empty(), None::<&str>)
-        .map_err(|e| format!("mount -t {fstype} {fstype} {dir}: {e}"))?;
+    mount(
+        Some(fstype),
+        dir,
+        Some(fstype),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| format!("mount -t {fstype} {fstype} {dir}: {e}"))?;
     log::info!("mounted {fstype} at {dir}");
     Ok(format!("{dir} (mounted by agent-monitor)"))
 }

@@ -204,7 +204,9 @@ fn sock(e: SockEvent) -> Body {
 
 fn endpoint(family: u16, addr: [u8; 16], port: u16) -> Endpoint {
     let addr = match family {
-        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))),
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(
+            addr[0], addr[1], addr[2], addr[3],
+        ))),
         AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(addr))),
         _ => None,
     };
@@ -280,7 +282,12 @@ mod tests {
                 ids
             },
         };
-        assert_eq!(decode(bytes_of(&batch)).unwrap().body, Body::Syscalls { ids: vec![0, 1, 39] });
+        assert_eq!(
+            decode(bytes_of(&batch)).unwrap().body,
+            Body::Syscalls {
+                ids: vec![0, 1, 39]
+            }
+        );
 
         let count = SyscallCount {
             header: header(kind::SYSCALL_COUNT),
@@ -325,7 +332,14 @@ mod tests {
             ret: 555,
             clone_flags: CLONE_THREAD,
         };
-        assert!(matches!(decode(bytes_of(&fork)).unwrap().body, Body::Fork { child: 555, thread: true, .. }));
+        assert!(matches!(
+            decode(bytes_of(&fork)).unwrap().body,
+            Body::Fork {
+                child: 555,
+                thread: true,
+                ..
+            }
+        ));
 
         for (k, expect) in [
             (kind::OPEN, "open"),
@@ -401,18 +415,20 @@ mod tests {
         assert_eq!(json["addr"], "::1");
 
         let mut query = [0u8; DNS_QUERY_LEN];
-        query[..17].copy_from_slice(b"\x07example\x03com\x00\x00\x01");
+        query[..15].copy_from_slice(b"\x07example\x03com\x00\x00\x01");
         let dns = DnsEvent {
             header: header(kind::DNS_QUERY),
             cookie: 1,
             family: AF_INET,
             port: 53,
-            query_len: 17,
+            query_len: 15,
             _pad: 0,
             addr: [127, 0, 0, 53, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             query,
         };
-        assert!(matches!(decode(bytes_of(&dns)).unwrap().body, Body::DnsQuery { ref name, .. } if name == "example.com"));
+        assert!(
+            matches!(decode(bytes_of(&dns)).unwrap().body, Body::DnsQuery { ref name, .. } if name == "example.com")
+        );
 
         let flow = FlowBytes {
             header: header(kind::FLOW_BYTES),
@@ -422,7 +438,10 @@ mod tests {
             packets_out: 1,
             packets_in: 2,
         };
-        assert!(matches!(decode(bytes_of(&flow)).unwrap().body, Body::FlowBytes { bytes_in: 20, .. }));
+        assert!(matches!(
+            decode(bytes_of(&flow)).unwrap().body,
+            Body::FlowBytes { bytes_in: 20, .. }
+        ));
 
         let lost = LostEvent {
             header: header(kind::LOST),
@@ -430,7 +449,10 @@ mod tests {
             _pad: 0,
             count: 12,
         };
-        assert_eq!(decode(bytes_of(&lost)).unwrap().body, Body::Lost { cpu: 1, count: 12 });
+        assert_eq!(
+            decode(bytes_of(&lost)).unwrap().body,
+            Body::Lost { cpu: 1, count: 12 }
+        );
 
         let mut agent = AgentRecord {
             header: header(kind::AGENT_ADDED),
@@ -440,16 +462,27 @@ mod tests {
         };
         put_c_str(&mut agent.id, "a1");
         put_c_str(&mut agent.class, "fraud");
-        assert!(matches!(decode(bytes_of(&agent)).unwrap().body, Body::AgentAdded(ref a) if a.id == "a1" && a.class == "fraud" && a.slot == 3));
+        assert!(
+            matches!(decode(bytes_of(&agent)).unwrap().body, Body::AgentAdded(ref a) if a.id == "a1" && a.class == "fraud" && a.slot == 3)
+        );
     }
 
     #[test]
     fn bad_records_are_errors_not_panics() {
         assert_eq!(decode(&[1, 2, 3]), Err(DecodeError::Short { len: 3 }));
         let mut h = header(999);
-        assert_eq!(decode(bytes_of(&h)), Err(DecodeError::UnknownKind { kind: 999 }));
+        assert_eq!(
+            decode(bytes_of(&h)),
+            Err(DecodeError::UnknownKind { kind: 999 })
+        );
         h.kind = kind::EXEC;
-        assert!(matches!(decode(bytes_of(&h)), Err(DecodeError::Length { kind: kind::EXEC, .. })));
+        assert!(matches!(
+            decode(bytes_of(&h)),
+            Err(DecodeError::Length {
+                kind: kind::EXEC,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -460,6 +493,9 @@ mod tests {
             _pad: 0,
         };
         e.header.flags = HDR_FLAG_NO_EXIT_CODE;
-        assert_eq!(decode(bytes_of(&e)).unwrap().body, Body::Exit { code: None });
+        assert_eq!(
+            decode(bytes_of(&e)).unwrap().body,
+            Body::Exit { code: None }
+        );
     }
 }

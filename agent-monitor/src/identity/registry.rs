@@ -99,7 +99,12 @@ impl AgentRegistry {
         for cg in gone {
             if let Some(r) = self.agents.remove(&cg) {
                 table.remove(cg, r.slot, out)?;
-                out.push(bytes_of(&record(kind::AGENT_REMOVED, &r.agent, r.slot, now_ns)));
+                out.push(bytes_of(&record(
+                    kind::AGENT_REMOVED,
+                    &r.agent,
+                    r.slot,
+                    now_ns,
+                )));
                 self.free_slots.push(r.slot);
             }
         }
@@ -124,7 +129,8 @@ impl AgentRegistry {
                 self.free_slots.push(slot);
                 return Err(e);
             }
-            self.agents.insert(agent.cgroup_id, Registered { agent, slot });
+            self.agents
+                .insert(agent.cgroup_id, Registered { agent, slot });
         }
         if over > 0 && over != self.over_capacity {
             log::error!(
@@ -167,7 +173,10 @@ impl AgentRegistry {
             for (class, class_dir) in subdirs(&parent) {
                 for (id, dir) in subdirs(&class_dir) {
                     if id.len() >= AGENT_ID_LEN || class.len() >= AGENT_CLASS_LEN {
-                        log::warn!("{}: agent id or class name too long, ignored", dir.display());
+                        log::warn!(
+                            "{}: agent id or class name too long, ignored",
+                            dir.display()
+                        );
                         continue;
                     }
                     if let Ok(cgroup_id) = cgroup::id_of(&dir) {

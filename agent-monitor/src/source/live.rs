@@ -74,7 +74,8 @@ impl LiveSource {
         let mut source = Self {
             _kernel: kernel,
             // SAFETY: the ring buffer owns its fd for as long as the AsyncFd holds it.
-            ring: unsafe { AsyncFd::register(maps.events) }.map_err(|e| anyhow::anyhow!("registering the ring buffer fd: {e}"))?,
+            ring: unsafe { AsyncFd::register(maps.events) }
+                .map_err(|e| anyhow::anyhow!("registering the ring buffer fd: {e}"))?,
             registry,
             snapshots: Snapshots {
                 monitored: maps.monitored,
@@ -149,9 +150,14 @@ impl EventSource for LiveSource {
 impl SlotTable for Snapshots {
     fn insert(&mut self, cgroup_id: u64, slot: AgentSlot) -> anyhow::Result<()> {
         // A reused slot starts from zero so the new agent is not charged the old one's counts.
-        let zero = PerCpuValues::try_from(vec![SyscallRow([0; SYSCALL_BUCKETS as usize]); self.ncpus])?;
+        let zero =
+            PerCpuValues::try_from(vec![SyscallRow([0; SYSCALL_BUCKETS as usize]); self.ncpus])?;
         self.syscall_counts.set(slot.slot, zero, 0)?;
-        self.lost.set(slot.slot, PerCpuValues::try_from(vec![0u64; self.ncpus])?, 0)?;
+        self.lost.set(
+            slot.slot,
+            PerCpuValues::try_from(vec![0u64; self.ncpus])?,
+            0,
+        )?;
         self.prev_counts.remove(&slot.slot);
         self.prev_lost.remove(&slot.slot);
         self.monitored.insert(cgroup_id, slot, 0)?;
@@ -182,15 +188,26 @@ impl Snapshots {
         self.flows(out, now)
     }
 
-    fn counts_of(&mut self, slot: u32, cgroup_id: u64, out: &mut Batch, now: u64) -> anyhow::Result<()> {
+    fn counts_of(
+        &mut self,
+        slot: u32,
+        cgroup_id: u64,
+        out: &mut Batch,
+        now: u64,
+    ) -> anyhow::Result<()> {
         let rows = self.syscall_counts.get(&slot, 0)?;
         let prev = self.prev_counts.entry(slot).or_default();
         for nr in 0..SYSCALL_BUCKETS as usize {
             // Per-CPU u32 counters summed mod 2^32: the delta is exact while an agent makes
             // fewer than 4 billion syscalls between two snapshots.
-            let sum = rows.iter().fold(0u32, |acc, row| acc.wrapping_add(row.0[nr]));
+            let sum = rows
+                .iter()
+                .fold(0u32, |acc, row| acc.wrapping_add(row.0[nr]));
             let i = prev.partition_point(|&(n, _)| usize::from(n) < nr);
-            let before = prev.get(i).filter(|&&(n, _)| usize::from(n) == nr).map(|&(_, c)| c);
+            let before = prev
+                .get(i)
+                .filter(|&&(n, _)| usize::from(n) == nr)
+                .map(|&(_, c)| c);
             let delta = sum.wrapping_sub(before.unwrap_or(0));
             if delta == 0 {
                 continue;
@@ -210,16 +227,27 @@ impl Snapshots {
         Ok(())
     }
 
-    fn lost_of(&mut self, slot: u32, cgroup_id: u64, out: &mut Batch, now: u64) -> anyhow::Result<()> {
+    fn lost_of(
+        &mut self,
+        slot: u32,
+        cgroup_id: u64,
+        out: &mut Batch,
+        now: u64,
+    ) -> anyhow::Result<()> {
         let values = self.lost.get(&slot, 0)?;
-        let prev = self.prev_lost.entry(slot).or_insert_with(|| vec![0; values.len()]);
+        let prev = self
+            .prev_lost
+            .entry(slot)
+            .or_insert_with(|| vec![0; values.len()]);
         for (cpu, (&now_lost, before)) in values.iter().zip(prev.iter_mut()).enumerate() {
             let delta = now_lost.wrapping_sub(*before);
             if delta == 0 {
                 continue;
             }
             *before = now_lost;
-            log::warn!("kernel lost {delta} events of agent slot {slot} on CPU {cpu} (ring buffer full)");
+            log::warn!(
+                "kernel lost {delta} events of agent slot {slot} on CPU {cpu} (ring buffer full)"
+            );
             let record = LostEvent {
                 header: header(kind::LOST, slot, cgroup_id, now),
                 cpu: cpu as u32,

@@ -35,7 +35,9 @@ impl Batch {
 
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(self.ends.iter().copied()).map(|(s, e)| &self.buf[s..e])
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(s, e)| &self.buf[s..e])
     }
 }
 
