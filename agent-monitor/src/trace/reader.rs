@@ -211,7 +211,11 @@ mod tests {
         for cut in 0..bytes.len() {
             let result = read_all(&bytes[..cut]);
             if cut == after_header || cut == after_first {
-                assert_eq!(result.unwrap().len(), usize::from(cut == after_first), "cut at {cut}");
+                assert_eq!(
+                    result.unwrap().len(),
+                    usize::from(cut == after_first),
+                    "cut at {cut}"
+                );
                 continue;
             }
             let err = result.expect_err(&format!("cut at {cut} must fail"));

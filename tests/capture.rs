@@ -1,0 +1,264 @@
+//! Kernel integration tests (root, real programs): a child in a fresh monitored cgroup does a
+//! known list of things and each must arrive with the right agent, kind and arguments; the same
+//! actions outside monitored cgroups produce nothing; record -> replay gives identical events.
+
+mod common;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpListener,
+    time::Duration,
+};
+
+use common::*;
+use serde_json::Value;
+
+#[test]
+fn monitored_agent_actions_arrive_with_agent_kind_and_arguments() {
+    let cgroups = TestCgroups::new("capture");
+    let agent = cgroups.dir("agents/fraud/agent-7");
+    let outside = cgroups.dir("outside");
+    let tmp = tempfile::tempdir().unwrap();
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 64];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"ok\n");
+        }
+    });
+
+    let config = format!(
+        "watch: [{}]\nsnapshot_interval_ms: 100\nrescan_interval_ms: 50\n",
+        cgroups.root.join("agents").display()
+    );
+    let daemon = Daemon::start(tmp.path(), &config, None);
+
+    let steps = |tag: &str| -> Vec<String> {
+        let p = |n: &str| tmp.path().join(format!("{tag}-{n}")).display().to_string();
+        std::fs::write(p("input.csv"), "txn,1\n").unwrap();
+        vec![
+            "getppid:1000".into(),
+            format!("read:{}", p("input.csv")),
+            format!("write:{}", p("report.txt")),
+            format!("chmod:{}:600", p("report.txt")),
+            format!("rename:{}:{}", p("report.txt"), p("final.txt")),
+            format!("unlink:{}", p("final.txt")),
+            format!("connect:127.0.0.1:{port}"),
+            "dns:fraud-model.internal@127.0.0.1:53".into(),
+            "exec:/bin/true".into(),
+            "exit:7".into(),
+        ]
+    };
+    let (pid, code) = workload_in(&agent, &steps("inside"));
+    assert_eq!(code, 7);
+    let (outside_pid, code) = workload_in(&outside, &steps("outside"));
+    assert_eq!(code, 7);
+    // One snapshot interval and a drain tick so the counters of the exited agent are read.
+    std::thread::sleep(Duration::from_millis(300));
+    let daemon_pid = daemon.pid();
+    let events = daemon.stop();
+
+    // Nothing from outside monitored cgroups, nothing from the daemon itself.
+    for e in &events {
+        assert_ne!(
+            e["pid"], outside_pid,
+            "event from an unmonitored process: {e}"
+        );
+        assert_ne!(e["pid"], daemon_pid, "event from the daemon: {e}");
+        assert!(
+            !e.to_string().contains("outside-"),
+            "unmonitored path leaked: {e}"
+        );
+    }
+
+    let mine: Vec<&Value> = events.iter().filter(|e| e["pid"] == pid).collect();
+    for e in &mine {
+        assert_eq!(e["agent"]["id"], "agent-7", "{e}");
+        assert_eq!(e["agent"]["class"], "fraud", "{e}");
+    }
+    let has = |kind: &str, pred: &dyn Fn(&Value) -> bool| {
+        mine.iter().any(|e| e["kind"] == kind && pred(e))
+    };
+    let ends =
+        |e: &Value, f: &str, suffix: &str| e[f].as_str().is_some_and(|p| p.ends_with(suffix));
+
+    assert!(
+        has("exec", &|e| ends(e, "filename", "agent-monitor")
+            && e["ret"] == 0),
+        "exec of the workload"
+    );
+    assert!(
+        has("open", &|e| ends(e, "path", "inside-input.csv")
+            && e["ret"].as_i64() >= Some(0)),
+        "open of input"
+    );
+    assert!(
+        has("open", &|e| ends(e, "path", "inside-report.txt")
+            && e["flags"].as_u64().unwrap() & 0o100 != 0),
+        "open with O_CREAT of the report"
+    );
+    assert!(
+        has("chmod", &|e| ends(e, "path", "inside-report.txt")
+            && e["mode"] == 0o600),
+        "chmod"
+    );
+    assert!(
+        has("rename", &|e| ends(e, "old_path", "inside-report.txt")
+            && ends(e, "new_path", "inside-final.txt")),
+        "rename"
+    );
+    assert!(
+        has("unlink", &|e| ends(e, "path", "inside-final.txt")
+            && e["ret"] == 0),
+        "unlink"
+    );
+    assert!(
+        has("connect", &|e| e["addr"] == "127.0.0.1"
+            && e["port"] == port
+            && e["sock_type"] == 1),
+        "connect to the loopback listener"
+    );
+    assert!(has("udp_send", &|e| e["port"] == 53), "UDP send to port 53");
+    assert!(
+        has("fork", &|e| e["thread"] == false
+            && e["child"].as_i64() > Some(0)),
+        "fork for the exec"
+    );
+    assert!(has("exit", &|e| e["code"] == 7), "exit with code 7");
+
+    // The child of the fork execs /bin/true in the same agent cgroup.
+    assert!(
+        of_kind(&events, "exec")
+            .any(|e| e["filename"] == "/bin/true" && e["agent"]["id"] == "agent-7"),
+        "exec of /bin/true by the child"
+    );
+    // DNS questions come from the packet hook (no pid) but carry the agent.
+    assert!(
+        of_kind(&events, "dns_query")
+            .any(|e| e["name"] == "fraud-model.internal" && e["agent"]["id"] == "agent-7"),
+        "DNS query name"
+    );
+    // Per-agent syscall counters: at least the 1000 getppid calls.
+    let getppid: u64 = of_kind(&events, "syscall_count")
+        .filter(|e| e["agent"]["id"] == "agent-7" && e["name"] == "getppid")
+        .map(|e| e["count"].as_u64().unwrap())
+        .sum();
+    assert!(getppid >= 1000, "getppid count {getppid}");
+    // The syscall stream of the workload thread contains getppid (110) runs.
+    assert!(
+        mine.iter().any(|e| e["kind"] == "syscalls"
+            && e["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| *i == 110)
+                .count()
+                > 10),
+        "syscall id stream"
+    );
+    // Flow bytes of the TCP connection.
+    assert!(
+        of_kind(&events, "flow_bytes")
+            .any(|e| e["agent"]["id"] == "agent-7" && e["bytes_out"].as_u64() > Some(0)),
+        "per-flow bytes"
+    );
+    assert_eq!(
+        of_kind(&events, "lost").count(),
+        0,
+        "no kernel losses in a small run"
+    );
+}
+
+#[test]
+fn recorded_session_replays_to_identical_events() {
+    let cgroups = TestCgroups::new("replay");
+    let agent = cgroups.dir("agents/onboarding/agent-r");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = format!(
+        "watch: [{}]\nsnapshot_interval_ms: 100\n",
+        cgroups.root.join("agents").display()
+    );
+    let daemon = Daemon::start(tmp.path(), &config, None);
+    let trace = daemon.trace.clone();
+    let (_, code) = workload_in(
+        &agent,
+        &[
+            "getppid:100".into(),
+            "read:/etc/hostname".into(),
+            "exec:/bin/true".into(),
+        ],
+    );
+    assert_eq!(code, 0);
+    std::thread::sleep(Duration::from_millis(250));
+    let live = daemon.stop();
+    assert!(
+        live.iter().any(|e| e["kind"] == "exec"),
+        "live run saw the workload"
+    );
+
+    let out = tmp.path().join("replayed.jsonl");
+    let status = std::process::Command::new(BIN)
+        .args([
+            "replay",
+            trace.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        read_jsonl(&out),
+        live,
+        "replay must decode to exactly the live events"
+    );
+
+    // A truncated copy fails cleanly, naming the offset, without a panic (exit code 1, not 101).
+    let bytes = std::fs::read(&trace).unwrap();
+    let cut = tmp.path().join("cut.amtrace");
+    std::fs::write(&cut, &bytes[..bytes.len() - 5]).unwrap();
+    let output = std::process::Command::new(BIN)
+        .args(["replay", cut.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("truncated at offset"), "{stderr}");
+}
+
+#[test]
+fn daemon_inside_a_monitored_cgroup_never_reports_itself() {
+    let cgroups = TestCgroups::new("self");
+    let own = cgroups.dir("agents/compliance/daemon-host");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = format!(
+        "watch: [{}]\nsnapshot_interval_ms: 100\n",
+        cgroups.root.join("agents").display()
+    );
+    // The daemon runs in a cgroup it monitors: the kernel filter must still drop its own activity.
+    let daemon = Daemon::start(tmp.path(), &config, Some(&own));
+    let daemon_pid = daemon.pid();
+    let (pid, _) = workload_in(&own, &["read:/etc/hostname".into()]);
+    std::thread::sleep(Duration::from_millis(250));
+    let events = daemon.stop();
+    assert!(
+        events.iter().any(|e| e["pid"] == pid),
+        "a sibling process in the same cgroup is reported"
+    );
+    assert!(
+        events.iter().all(|e| e["pid"] != daemon_pid),
+        "the daemon reported itself"
+    );
+    // Its syscall counters are not charged to the agent either: a sibling that ran briefly
+    // made far fewer syscalls than a daemon polling every 5 ms for a second would.
+    let counted: u64 = of_kind(&events, "syscall_count")
+        .map(|e| e["count"].as_u64().unwrap())
+        .sum();
+    assert!(
+        counted < 5_000,
+        "syscalls counted for the cgroup: {counted}"
+    );
+}

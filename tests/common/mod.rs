@@ -1,0 +1,130 @@
+//! Shared helpers for the kernel integration tests: fresh cgroups, the real daemon binary, and
+//! reading its JSON output.
+
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use agent_monitor::cgroup;
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_agent-monitor");
+
+/// A cgroup tree for one test, removed on drop.
+pub struct TestCgroups {
+    pub root: PathBuf,
+}
+
+impl TestCgroups {
+    pub fn new(name: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let mount = cgroup::v2_mount().expect("cgroup v2 mount");
+        let root = mount.join(format!(
+            "agent-monitor-test-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        cgroup::create(&root).expect("create test cgroup root");
+        Self { root }
+    }
+
+    pub fn dir(&self, rel: &str) -> PathBuf {
+        let d = self.root.join(rel);
+        cgroup::create(&d).expect("create cgroup");
+        d
+    }
+}
+
+impl Drop for TestCgroups {
+    fn drop(&mut self) {
+        cgroup::remove_tree(&self.root);
+    }
+}
+
+/// The daemon binary, started with a config file and writing JSON lines and a trace.
+pub struct Daemon {
+    pub child: Child,
+    pub json: PathBuf,
+    pub trace: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(dir: &Path, config: &str, cgroup: Option<&Path>) -> Self {
+        let cfg = dir.join("config.yaml");
+        std::fs::write(&cfg, config).unwrap();
+        let json = dir.join("events.jsonl");
+        let trace = dir.join("events.amtrace");
+        let ready = dir.join("ready");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--output")
+            .arg(&json)
+            .arg("--record")
+            .arg(&trace)
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(Stdio::null());
+        let mut child = match cgroup {
+            Some(cg) => cgroup::spawn_in(cg, &mut cmd).expect("spawn daemon in cgroup"),
+            None => cmd.spawn().expect("spawn daemon"),
+        };
+        let start = Instant::now();
+        while !ready.exists() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("daemon exited before ready: {status}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "daemon not ready in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, json, trace }
+    }
+
+    /// SIGTERM, then the events it wrote.
+    pub fn stop(mut self) -> Vec<Value> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "daemon exit status {status}");
+        read_jsonl(&self.json)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// Runs the scripted workload in `cgroup` and returns (pid, exit code).
+pub fn workload_in(cgroup: &Path, steps: &[String]) -> (u32, i32) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("workload").args(steps);
+    let mut child = cgroup::spawn_in(cgroup, &mut cmd).expect("spawn workload");
+    let pid = child.id();
+    let status = child.wait().unwrap();
+    (pid, status.code().unwrap_or(-1))
+}
+
+pub fn of_kind<'a>(events: &'a [Value], kind: &str) -> impl Iterator<Item = &'a Value> {
+    let kind = kind.to_owned();
+    events.iter().filter(move |e| e["kind"] == kind.as_str())
+}
