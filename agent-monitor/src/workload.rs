@@ -176,8 +176,15 @@ pub fn bench_loop(op: &str, n: u64) -> anyhow::Result<f64> {
         }
         op if op.starts_with("connect=") => {
             let addr = resolve(&op["connect=".len()..])?;
+            let reset = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
             for _ in 0..n {
-                drop(TcpStream::connect(addr)?);
+                // Close with RST so thousands of loop iterations leave no TIME_WAIT sockets to
+                // slow down the next connect's port search.
+                let s = TcpStream::connect(addr)?;
+                nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Linger, &reset)?;
             }
         }
         _ => bail!("unknown loop op {op:?} (getppid, openat, connect=HOST:PORT)"),
