@@ -32,7 +32,7 @@ pub struct Options {
     #[arg(long, default_value_t = 3_000)]
     connect: u64,
     /// openat calls for the sustained-rate run in the monitored cgroup.
-    #[arg(long, default_value_t = 5_000_000)]
+    #[arg(long, default_value_t = 1_000_000)]
     sustained: u64,
 }
 
@@ -77,7 +77,7 @@ fn measure(
     unmonitored: &Path,
     monitored: &Path,
 ) -> anyhow::Result<Value> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let listener = loopback_listener()?;
     let port = listener.local_addr()?.port();
     std::thread::spawn(move || for _ in listener.incoming() {});
     let steps = vec![
@@ -262,4 +262,24 @@ fn workspace_root() -> anyhow::Result<PathBuf> {
         .parent()
         .context("xtask has a parent")?
         .to_owned())
+}
+
+/// A loopback listener with a deep accept queue: with the default 128 a descheduled accept
+/// thread lets the queue overflow, and the dropped SYN's one-second retry swamps the mean.
+fn loopback_listener() -> anyhow::Result<TcpListener> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, bind, listen, socket,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )?;
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::new(127, 0, 0, 1, 0),
+    )?;
+    listen(&fd, Backlog::new(4096)?)?;
+    Ok(TcpListener::from(fd))
 }
