@@ -17,8 +17,9 @@ use super::Platform;
 /// The compiled kernel programs (built by build.rs from `agent-monitor-ebpf`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-monitor"));
 
-/// Syscalls whose entry the `sys_enter_tracked` program handles.
-const TRACKED_ENTER: &[&str] = &[
+/// Syscalls reported with arguments and result: `sys_enter_tracked` and `sys_exit_tracked` are
+/// attached to both of their tracepoints.
+const TRACKED: &[&str] = &[
     "open",
     "openat",
     "openat2",
@@ -41,37 +42,11 @@ const TRACKED_ENTER: &[&str] = &[
     "clone3",
     "fork",
     "vfork",
-    "exit",
-    "exit_group",
 ];
-/// Syscalls whose exit completes a pending event; connect and bind are started by the
-/// socket-address hooks instead of an entry tracepoint.
-const TRACKED_EXIT: &[&str] = &[
-    "open",
-    "openat",
-    "openat2",
-    "unlink",
-    "unlinkat",
-    "rename",
-    "renameat",
-    "renameat2",
-    "chmod",
-    "fchmodat",
-    "fchmodat2",
-    "chown",
-    "lchown",
-    "fchownat",
-    "execve",
-    "execveat",
-    "accept",
-    "accept4",
-    "clone",
-    "clone3",
-    "fork",
-    "vfork",
-    "connect",
-    "bind",
-];
+/// Entry only: the exit code is kept until the process exits.
+const ENTER_ONLY: &[&str] = &["exit", "exit_group"];
+/// Exit only: connect and bind events are started by the socket-address hooks.
+const EXIT_ONLY: &[&str] = &["connect", "bind"];
 /// Syscalls that exist only on newer kernels: a missing tracepoint is not an error.
 const OPTIONAL: &[&str] = &["fchmodat2", "openat2", "clone3"];
 
@@ -131,13 +106,13 @@ impl Kernel {
         };
         log::debug!("syscall counting through {hook}");
 
-        for (name, prefix, list) in [
-            ("sys_enter_tracked", "sys_enter_", TRACKED_ENTER),
-            ("sys_exit_tracked", "sys_exit_", TRACKED_EXIT),
+        for (name, prefix, only) in [
+            ("sys_enter_tracked", "sys_enter_", ENTER_ONLY),
+            ("sys_exit_tracked", "sys_exit_", EXIT_ONLY),
         ] {
             let tp: &mut TracePoint = program(&mut ebpf, name)?;
             tp.load().with_context(|| format!("loading {name}"))?;
-            for syscall in list {
+            for syscall in TRACKED.iter().chain(only) {
                 let event = format!("{prefix}{syscall}");
                 match tp.attach("syscalls", &event) {
                     Ok(_) => {}
