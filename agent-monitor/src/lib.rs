@@ -6,6 +6,7 @@
 pub mod cgroup;
 pub mod clock;
 pub mod config;
+pub mod detect;
 pub mod ebpf;
 pub mod event;
 pub mod identity;
