@@ -25,6 +25,50 @@ pub struct Config {
     pub snapshot_interval_ms: u64,
     #[serde(default = "defaults::rescan_interval_ms")]
     pub rescan_interval_ms: u64,
+    #[serde(default)]
+    pub detection: Detection,
+}
+
+/// Feature windows, baselines, models and rules.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Detection {
+    pub window_secs: u64,
+    pub min_learning_windows: u32,
+    pub models_dir: PathBuf,
+    pub rules_dir: PathBuf,
+    pub sensitive_paths: Vec<String>,
+    pub shells: Vec<String>,
+}
+
+impl Default for Detection {
+    fn default() -> Self {
+        Self {
+            window_secs: 10,
+            min_learning_windows: 30,
+            models_dir: "models".into(),
+            rules_dir: "rules".into(),
+            sensitive_paths: [
+                "/pii/**",
+                "/sensitive/**",
+                "/var/run/secrets/**",
+                "/run/secrets/**",
+                "**/.ssh/**",
+                "/etc/shadow",
+                "/etc/gshadow",
+                "**/.aws/credentials",
+                "**/.kube/config",
+            ]
+            .map(String::from)
+            .into(),
+            shells: [
+                "sh", "bash", "dash", "zsh", "ksh", "ash", "busybox", "python", "python3", "perl",
+                "ruby", "node", "php", "lua", "nc", "ncat", "socat",
+            ]
+            .map(String::from)
+            .into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -115,6 +159,20 @@ impl Config {
                 return Err(invalid(name.into(), "must be at least 1"));
             }
         }
+        if self.detection.window_secs == 0 {
+            return Err(invalid(
+                "detection.window_secs".into(),
+                "must be at least 1",
+            ));
+        }
+        for (i, pattern) in self.detection.sensitive_paths.iter().enumerate() {
+            if let Err(e) = globset::Glob::new(pattern) {
+                return Err(invalid(
+                    format!("detection.sensitive_paths[{i}]"),
+                    &e.to_string(),
+                ));
+            }
+        }
         for (i, a) in self.agents.iter().enumerate() {
             if a.id.is_empty() || a.id.len() >= agent_monitor_common::AGENT_ID_LEN {
                 return Err(invalid(format!("agents[{i}].id"), "must be 1 to 63 bytes"));
@@ -148,6 +206,8 @@ mod tests {
         let c = Config::embedded();
         assert_eq!(c.max_agents, 1024);
         assert_eq!(c.watch, vec![PathBuf::from("agent-monitor/agents")]);
+        // The shipped file documents the defaults: it must say what the code assumes.
+        assert_eq!(c.detection, Detection::default());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
-pub use decode::{DecodeError, decode};
+pub use decode::{DecodeError, decode, syscall_name};
 
 /// Who an event belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,60 @@
+//! The configured path classes: sensitive paths and shells or interpreters.
+
+use std::collections::HashSet;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use super::Classifier;
+use crate::config::Detection;
+
+pub struct PathClassifier {
+    sensitive: GlobSet,
+    shells: HashSet<String>,
+}
+
+impl PathClassifier {
+    pub fn new(config: &Detection) -> Result<Self, globset::Error> {
+        let mut builder = GlobSetBuilder::new();
+        for pattern in &config.sensitive_paths {
+            builder.add(Glob::new(pattern)?);
+        }
+        Ok(Self {
+            sensitive: builder.build()?,
+            shells: config.shells.iter().cloned().collect(),
+        })
+    }
+}
+
+impl Classifier for PathClassifier {
+    fn is_sensitive_path(&self, path: &str) -> bool {
+        self.sensitive.is_match(path)
+    }
+
+    /// Matches the file name, ignoring a version suffix (`python3.11` is `python3`'s kin).
+    fn is_shell_or_interpreter(&self, binary: &str) -> bool {
+        let name = binary.rsplit('/').next().unwrap_or(binary);
+        if self.shells.contains(name) {
+            return true;
+        }
+        let unversioned = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+        unversioned != name && self.shells.contains(unversioned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_classes() {
+        let c = PathClassifier::new(&Detection::default()).expect("default globs");
+        assert!(c.is_sensitive_path("/pii/customers.csv"));
+        assert!(c.is_sensitive_path("/root/.ssh/id_ed25519"));
+        assert!(c.is_sensitive_path("/var/run/secrets/kubernetes.io/serviceaccount/token"));
+        assert!(!c.is_sensitive_path("/data/transactions/t1.csv"));
+        assert!(c.is_shell_or_interpreter("/bin/sh"));
+        assert!(c.is_shell_or_interpreter("/usr/bin/python3.11"));
+        assert!(!c.is_shell_or_interpreter("/usr/bin/shred"));
+        assert!(!c.is_shell_or_interpreter("/usr/local/bin/agent"));
+    }
+}

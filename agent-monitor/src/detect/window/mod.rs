@@ -1,0 +1,114 @@
+//! Feature windows: each agent's events folded into fixed-length windows aligned to multiples of
+//! the window length in event time, so that a replay cuts exactly the windows the live run cut.
+
+mod classify;
+mod stats;
+
+use std::collections::HashMap;
+
+pub use classify::PathClassifier;
+pub use stats::{Classifier, MAX_DISTINCT, MAX_SEQUENCE, WindowStats, parent_dir};
+
+use crate::event::{AgentRef, Body, Event};
+
+/// One agent's closed window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Window {
+    pub agent: AgentRef,
+    pub cgroup_id: u64,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub stats: WindowStats,
+}
+
+impl Window {
+    /// Events were lost in the kernel during this window: never learn from it, and say so.
+    pub fn lossy(&self) -> bool {
+        self.stats.lossy()
+    }
+
+    pub fn seconds(&self) -> f64 {
+        (self.end_ns - self.start_ns) as f64 / 1e9
+    }
+}
+
+/// Cuts windows per agent cgroup.
+pub struct Windower<C> {
+    length_ns: u64,
+    /// How long after a window's end its records may still arrive (counter snapshots are read
+    /// periodically); an idle agent's window is closed by [`Windower::tick`] after this.
+    grace_ns: u64,
+    open: HashMap<u64, Window>,
+    classifier: C,
+}
+
+impl<C: Classifier> Windower<C> {
+    pub fn new(length: std::time::Duration, grace: std::time::Duration, classifier: C) -> Self {
+        Self {
+            length_ns: (length.as_nanos() as u64).max(1),
+            grace_ns: grace.as_nanos() as u64,
+            open: HashMap::new(),
+            classifier,
+        }
+    }
+
+    pub fn length_ns(&self) -> u64 {
+        self.length_ns
+    }
+
+    /// Folds an attributed event into its agent's window, closing the previous window into `out`
+    /// when the event starts a later one. Unattributed events have no window.
+    pub fn add(&mut self, event: &Event, out: &mut Vec<Window>) {
+        let Some(agent) = &event.agent else { return };
+        let start = event.ts_ns - event.ts_ns % self.length_ns;
+        let window = self.open.entry(event.cgroup_id).or_insert_with(|| Window {
+            agent: agent.clone(),
+            cgroup_id: event.cgroup_id,
+            start_ns: start,
+            end_ns: start + self.length_ns,
+            stats: WindowStats::default(),
+        });
+        if start > window.start_ns {
+            let next = Window {
+                agent: agent.clone(),
+                cgroup_id: event.cgroup_id,
+                start_ns: start,
+                end_ns: start + self.length_ns,
+                stats: WindowStats::default(),
+            };
+            out.push(std::mem::replace(window, next));
+        }
+        // A record stamped before the open window (a late snapshot) counts in the open one.
+        window.stats.add(event, &self.classifier);
+        if matches!(event.body, Body::AgentRemoved(_))
+            && let Some(w) = self.open.remove(&event.cgroup_id)
+        {
+            out.push(w);
+        }
+    }
+
+    /// Closes the windows that ended more than the grace period before `now_ns`.
+    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Window>) {
+        let due: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(_, w)| w.end_ns.saturating_add(self.grace_ns) <= now_ns)
+            .map(|(cg, _)| *cg)
+            .collect();
+        for cg in due {
+            if let Some(w) = self.open.remove(&cg) {
+                out.push(w);
+            }
+        }
+        out.sort_by_key(|w| (w.end_ns, w.cgroup_id));
+    }
+
+    /// Closes every open window (end of a replay or shutdown).
+    pub fn flush(&mut self, out: &mut Vec<Window>) {
+        out.extend(self.open.drain().map(|(_, w)| w));
+        out.sort_by_key(|w| (w.end_ns, w.cgroup_id));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,191 @@
+//! What one agent did during one window: counts and the sets behind "distinct" and "new for the
+//! class" features. Sets are capped so that a flood cannot grow memory without bound; a capped set
+//! still counts as "at least this many", which is what an anomaly model needs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::event::{Body, Event, SockBody};
+
+/// Largest distinct set kept per window and feature.
+pub const MAX_DISTINCT: usize = 4096;
+/// Largest syscall-id sequence kept per thread and window for sequence scoring.
+pub const MAX_SEQUENCE: usize = 16 * 1024;
+
+/// Open flags that make an open a write (O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND).
+const WRITE_FLAGS: u32 = 0o1 | 0o2 | 0o100 | 0o1000 | 0o2000;
+
+/// Path classes that the caller decides (sensitive patterns, shells): kept out of this file so
+/// that accumulation stays a plain fold over events.
+pub trait Classifier {
+    fn is_sensitive_path(&self, path: &str) -> bool;
+    fn is_shell_or_interpreter(&self, binary: &str) -> bool;
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WindowStats {
+    pub events: u64,
+    /// Kernel-lost events attributed to this agent in the window.
+    pub lost: u64,
+    /// Syscall counts by number, from the kernel counters.
+    pub syscalls: BTreeMap<u32, u64>,
+    /// Syscall ids per thread, from the stream, in order.
+    pub sequences: HashMap<u32, Vec<u16>>,
+    pub file_reads: u64,
+    pub file_writes: u64,
+    pub file_failures: u64,
+    /// unlink, rename, chmod, chown.
+    pub file_mutations: u64,
+    pub sensitive_hits: u64,
+    pub paths: HashSet<String>,
+    pub dirs: HashSet<String>,
+    pub connects: u64,
+    pub connect_failures: u64,
+    pub accepts: u64,
+    pub binds: u64,
+    pub udp_sends: u64,
+    /// Peers of connects and UDP sends, as `addr:port`.
+    pub destinations: HashSet<String>,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub dns_queries: u64,
+    pub dns_names: HashSet<String>,
+    pub execs: u64,
+    pub binaries: HashSet<String>,
+    pub shells: u64,
+    pub forks: u64,
+    pub exits_nonzero: u64,
+}
+
+impl WindowStats {
+    /// Folds one event of this agent into the window.
+    pub fn add(&mut self, event: &Event, classify: &impl Classifier) {
+        self.events += 1;
+        match &event.body {
+            Body::SyscallCount { nr, count, .. } => *self.syscalls.entry(*nr).or_default() += count,
+            Body::Syscalls { ids } => {
+                let seq = self.sequences.entry(event.tid).or_default();
+                let room = MAX_SEQUENCE.saturating_sub(seq.len());
+                seq.extend(ids.iter().take(room));
+            }
+            Body::Open {
+                path, flags, ret, ..
+            } => {
+                if flags & WRITE_FLAGS != 0 {
+                    self.file_writes += 1;
+                } else {
+                    self.file_reads += 1;
+                }
+                self.path(path, *ret, classify);
+            }
+            Body::Unlink { path, ret, .. }
+            | Body::Chmod { path, ret, .. }
+            | Body::Chown { path, ret, .. } => {
+                self.file_mutations += 1;
+                self.path(path, *ret, classify);
+            }
+            Body::Rename {
+                old_path,
+                new_path,
+                ret,
+            } => {
+                self.file_mutations += 1;
+                self.path(old_path, *ret, classify);
+                self.path(new_path, 0, classify);
+            }
+            Body::Connect(s) => {
+                self.connects += 1;
+                if s.ret < 0 {
+                    self.connect_failures += 1;
+                }
+                insert_capped(&mut self.destinations, || destination(s));
+            }
+            Body::UdpSend(s) => {
+                self.udp_sends += 1;
+                insert_capped(&mut self.destinations, || destination(s));
+            }
+            Body::Accept(_) => self.accepts += 1,
+            Body::Bind(_) => self.binds += 1,
+            Body::FlowBytes {
+                bytes_out,
+                bytes_in,
+                ..
+            } => {
+                self.bytes_out += bytes_out;
+                self.bytes_in += bytes_in;
+            }
+            Body::DnsQuery { name, .. } => {
+                self.dns_queries += 1;
+                insert_capped(&mut self.dns_names, || name.to_ascii_lowercase());
+            }
+            Body::Exec { filename, .. } => {
+                self.execs += 1;
+                if classify.is_shell_or_interpreter(filename) {
+                    self.shells += 1;
+                }
+                insert_capped(&mut self.binaries, || filename.clone());
+            }
+            Body::Fork { .. } => self.forks += 1,
+            Body::Exit { code } => {
+                if *code != Some(0) {
+                    self.exits_nonzero += 1;
+                }
+            }
+            Body::Lost { count, .. } => self.lost += count,
+            Body::AgentAdded(_) | Body::AgentRemoved(_) => {}
+        }
+    }
+
+    fn path(&mut self, path: &str, ret: i64, classify: &impl Classifier) {
+        if ret < 0 {
+            self.file_failures += 1;
+        }
+        if classify.is_sensitive_path(path) {
+            self.sensitive_hits += 1;
+        }
+        insert_capped(&mut self.dirs, || parent_dir(path).to_owned());
+        insert_capped(&mut self.paths, || path.to_owned());
+    }
+
+    pub fn syscall_total(&self) -> u64 {
+        self.syscalls.values().sum()
+    }
+
+    pub fn lossy(&self) -> bool {
+        self.lost > 0
+    }
+}
+
+fn insert_capped(set: &mut HashSet<String>, value: impl FnOnce() -> String) {
+    if set.len() < MAX_DISTINCT {
+        set.insert(value());
+    }
+}
+
+fn destination(s: &SockBody) -> String {
+    match s.peer.addr {
+        Some(addr) => std::net::SocketAddr::new(addr, s.peer.port).to_string(),
+        None => format!("?:{}", s.peer.port),
+    }
+}
+
+/// The directory part of a path ("/" for top-level entries, "." for relative names).
+pub fn parent_dir(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) => "/",
+        Some(i) => &path[..i],
+        None => ".",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_dirs() {
+        assert_eq!(parent_dir("/etc/passwd"), "/etc");
+        assert_eq!(parent_dir("/x"), "/");
+        assert_eq!(parent_dir("rel"), ".");
+        assert_eq!(parent_dir("a/b/c"), "a/b");
+    }
+}
