@@ -1,36 +1,54 @@
-//! The main job on a fresh machine: the daemon on its embedded configuration, watching demo
-//! agents that do what a fraud-scoring agent does (read transactions, call a scoring service on
-//! loopback, write a report, run a helper program), printed as JSON lines.
+//! The main job on a fresh machine: the daemon on its embedded configuration, watching
+//! representative agents of the fraud, onboarding and compliance classes (each in its own cgroup
+//! with its data privately mounted at /srv, calling a loopback service), printed as JSON lines.
+//! With `--record` it also writes the trace that the shipped models are trained from.
 
-use std::{path::Path, process::ExitCode, time::Duration};
-
-use agent_monitor::{cgroup, config::Config, pipeline::Pipeline, source::Batch};
-use anyhow::Context as _;
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpListener,
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
 };
+
+use agent_monitor::{
+    cgroup,
+    config::Config,
+    pipeline::Pipeline,
+    source::Batch,
+    workload::{
+        profile::{DATA_ROOT, Profile, prepare_data},
+        services,
+        spawn::AgentSpawn,
+    },
+};
+use anyhow::Context as _;
 
 use super::live;
 
-const DEMO_AGENTS: &[(&str, &str)] = &[
-    ("fraud", "demo-fraud-1"),
-    ("onboarding", "demo-onboarding-1"),
-];
+pub struct DemoOptions<'a> {
+    pub duration: Duration,
+    pub agents_per_class: u32,
+    pub output: Option<&'a Path>,
+    pub record: Option<&'a Path>,
+}
 
-pub async fn run(duration: Duration, output: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub async fn run(opts: &DemoOptions<'_>) -> anyhow::Result<ExitCode> {
     let config = Config::embedded();
     let mount = cgroup::v2_mount()?;
     let parent = Config::cgroup_path(&mount, &config.watch[0]);
-    let dirs: Vec<_> = DEMO_AGENTS
+    let agents: Vec<(Profile, String, PathBuf)> = Profile::ALL
         .iter()
-        .map(|(class, id)| parent.join(class).join(id))
+        .flat_map(|p| (1..=opts.agents_per_class).map(move |i| (*p, i)))
+        .map(|(p, i)| {
+            let id = format!("demo-{}-{i}", p.class());
+            let dir = parent.join(p.class()).join(&id);
+            (p, id, dir)
+        })
         .collect();
-    for dir in &dirs {
+    for (_, _, dir) in &agents {
         cgroup::create(dir)?;
     }
-    let result = demo(&config, &dirs, duration, output).await;
-    for dir in &dirs {
+    let result = demo(&config, &agents, opts).await;
+    for (_, _, dir) in &agents {
         cgroup::remove_tree(dir);
     }
     result
@@ -38,52 +56,43 @@ pub async fn run(duration: Duration, output: Option<&Path>) -> anyhow::Result<Ex
 
 async fn demo(
     config: &Config,
-    dirs: &[std::path::PathBuf],
-    duration: Duration,
-    output: Option<&Path>,
+    agents: &[(Profile, String, PathBuf)],
+    opts: &DemoOptions<'_>,
 ) -> anyhow::Result<ExitCode> {
     let mut batch = Batch::default();
     // The agents' cgroups exist before the programs load, so they are monitored from the start.
     let mut source = live::start(config, &mut batch)?;
-    let mut pipeline = Pipeline::default().with_json(live::json_out(output)?);
+    let mut pipeline = Pipeline::default().with_json(live::json_out(opts.output)?);
+    if let Some(path) = opts.record {
+        pipeline = pipeline.with_trace(live::trace_out(path)?);
+    }
     pipeline.process(&batch)?;
 
-    let scoring = scoring_service().await?;
+    let service = services::start().await?;
     let data = tempfile::tempdir().context("creating the demo data directory")?;
-    let txns = data.path().join("transactions.csv");
-    std::fs::write(
-        &txns,
-        "id,amount,merchant\ntxn-1,120.00,grocer\ntxn-2,9400.00,jeweller\n",
-    )?;
+    prepare_data(data.path())?;
     let exe = std::env::current_exe()?;
-
+    let spawn = AgentSpawn::default().bind(data.path(), DATA_ROOT);
     let mut children = Vec::new();
-    for (dir, (_, id)) in dirs.iter().zip(DEMO_AGENTS) {
-        let report = data.path().join(format!("{id}-report.txt"));
+    for (profile, _, dir) in agents {
         let mut cmd = std::process::Command::new(&exe);
-        cmd.arg("workload").args([
-            format!("read:{}", txns.display()),
-            format!("connect:{scoring}"),
-            format!("write:{}", report.display()),
-            format!("chmod:{}:640", report.display()),
-            "dns:scoring.bank.internal@127.0.0.1:53".into(),
-            "exec:/usr/bin/env:true".into(),
-            "getppid:100".into(),
-            "sleep:200".into(),
-            "exit:0".into(),
-        ]);
-        children.push(cgroup::spawn_in(dir, &mut cmd)?);
+        cmd.arg("workload").arg(format!(
+            "agent:{}:{}:{service}",
+            profile.class(),
+            opts.duration.as_secs().max(1)
+        ));
+        children.push(spawn.spawn(dir, &mut cmd)?);
     }
     log::info!(
         "demo agents started: {}",
-        DEMO_AGENTS
+        agents
             .iter()
-            .map(|(c, i)| format!("{i} ({c})"))
+            .map(|(p, id, _)| format!("{id} ({})", p.class()))
             .collect::<Vec<_>>()
             .join(", ")
     );
 
-    live::run_until_stopped(&mut source, &mut pipeline, Some(duration)).await?;
+    live::run_until_stopped(&mut source, &mut pipeline, Some(opts.duration)).await?;
     for mut child in children {
         let _ = child.kill();
         let _ = child.wait();
@@ -96,21 +105,4 @@ async fn demo(
         pipeline.stats.kernel_lost
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// A loopback "fraud scoring" service: answers every request line with a score.
-async fn scoring_service() -> anyhow::Result<std::net::SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 256];
-                if conn.read(&mut buf).await.is_ok() {
-                    let _ = conn.write_all(b"score 0.12\n").await;
-                }
-            });
-        }
-    });
-    Ok(addr)
 }

@@ -78,8 +78,14 @@ enum Command {
         /// How long to run the demo agents.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
         duration: Duration,
+        /// Agents started per class (fraud, onboarding, compliance).
+        #[arg(long, default_value_t = 1)]
+        agents_per_class: u32,
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Also record the raw records to this trace file (how the training traces are made).
+        #[arg(long)]
+        record: Option<PathBuf>,
     },
     /// Check what this kernel and host provide.
     Probe,
@@ -149,7 +155,20 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             log::info!("replay done: {:?}", pipeline.stats);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { duration, output } => demo::run(duration, output.as_deref()).await,
+        Command::Demo {
+            duration,
+            agents_per_class,
+            output,
+            record,
+        } => {
+            demo::run(&demo::DemoOptions {
+                duration,
+                agents_per_class,
+                output: output.as_deref(),
+                record: record.as_deref(),
+            })
+            .await
+        }
         Command::Probe | Command::Workload { .. } => unreachable!("handled synchronously"),
     }
 }

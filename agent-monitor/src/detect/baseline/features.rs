@@ -82,13 +82,14 @@ impl FeatureSchema {
         names
     }
 
-    /// `seq_novelty`: share of the window's syscall n-grams never seen for the class, in [0, 1].
+    /// `seq_novelty`: share of the window's syscall n-grams never seen for the class, in [0, 1];
+    /// `unix_s`: wall-clock seconds at the window's end, when known.
     pub fn vector(
         &self,
         window: &Window,
         known: &ClassKnowledge,
         seq_novelty: f64,
-        hour: Option<u8>,
+        unix_s: Option<u64>,
     ) -> Vec<f64> {
         let s = &window.stats;
         let l = |n: u64| (n as f64).ln_1p();
@@ -122,7 +123,7 @@ impl FeatureSchema {
             l(s.forks),
             l(s.exits_nonzero),
             seq_novelty.clamp(0.0, 1.0),
-            known.hour_deviation(hour),
+            known.hour_deviation(unix_s),
         ];
         debug_assert_eq!(v.len(), SCALAR_FEATURES.len());
         let share = |n: u64| {

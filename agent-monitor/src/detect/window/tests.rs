@@ -117,8 +117,10 @@ fn a_window_counts_what_the_agent_did() {
     known.binaries.insert("/usr/bin/curl".into());
     known.syscalls.insert(0, 1000);
     known.hours[9] = 10;
+    known.first_unix_s = Some(0);
+    known.last_unix_s = Some(2 * 86_400);
     let schema = FeatureSchema::for_class(&known);
-    let v = schema.vector(window, &known, 0.25, Some(3));
+    let v = schema.vector(window, &known, 0.25, Some(3 * 3600 + 5));
     let names = schema.names();
     assert_eq!(names.len(), v.len());
     let get = |name: &str| v[names.iter().position(|n| n == name).expect(name)];
@@ -198,4 +200,22 @@ fn sequences_are_kept_per_thread_and_capped() {
     let s = &out[0].stats;
     assert_eq!(s.sequences[&100].len(), MAX_SEQUENCE);
     assert_eq!(s.sequences[&101].len(), 64);
+}
+
+#[test]
+fn time_of_day_counts_only_once_a_day_is_learned() {
+    let mut known = ClassKnowledge::default();
+    known.hours[9] = 4;
+    known.hours[10] = 2;
+    known.first_unix_s = Some(9 * 3600);
+    known.last_unix_s = Some(10 * 3600);
+    assert_eq!(
+        known.hour_deviation(Some(3 * 3600)),
+        0.0,
+        "one hour of learning"
+    );
+    known.last_unix_s = Some(86_400 + 10 * 3600);
+    assert_eq!(known.hour_deviation(Some(3 * 3600)), 1.0);
+    assert_eq!(known.hour_deviation(Some(10 * 3600 + 59)), 0.5);
+    assert_eq!(known.hour_deviation(None), 0.0);
 }

@@ -4,8 +4,13 @@
 //! Steps (one argument each): `getppid:N`, `read:PATH`, `write:PATH`, `unlink:PATH`,
 //! `rename:FROM:TO`, `chmod:PATH:OCTAL`, `connect:HOST:PORT` (TCP, sends a line, reads a reply),
 //! `udp:HOST:PORT`, `dns:NAME@HOST:PORT` (one DNS query over UDP), `exec:PATH[:ARG...]` (runs a
-//! program and waits), `sleep:MS`, `exit:CODE`, and for benchmarks `loop:OP:N` which runs
-//! `getppid`, `openat` (open+close) or `connect` N times and prints the mean ns per operation.
+//! program and waits), `sleep:MS`, `exit:CODE`, `agent:CLASS:SECS:HOST:PORT` (a representative
+//! agent of that class, see [`profile`]), and for benchmarks `loop:OP:N` which runs `getppid`,
+//! `openat` (open+close) or `connect` N times and prints the mean ns per operation.
+
+pub mod profile;
+pub mod services;
+pub mod spawn;
 
 use std::{
     fs,
@@ -33,6 +38,7 @@ pub enum Step {
     Sleep(u64),
     Exit(i32),
     Loop(String, u64),
+    Agent(profile::Profile, Duration, SocketAddr),
 }
 
 impl std::str::FromStr for Step {
@@ -80,6 +86,20 @@ impl std::str::FromStr for Step {
                     .rsplit_once(':')
                     .ok_or_else(|| anyhow!("step {s:?}: loop:OP:N"))?;
                 Step::Loop(o.into(), num(n)?)
+            }
+            "agent" => {
+                let mut parts = arg.splitn(3, ':');
+                let (Some(class), Some(secs), Some(addr)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    bail!("step {s:?}: agent:CLASS:SECS:HOST:PORT");
+                };
+                Step::Agent(
+                    class.parse()?,
+                    Duration::from_secs(num(secs)?),
+                    addr.parse()
+                        .with_context(|| format!("step {s:?}: bad service address"))?,
+                )
             }
             _ => bail!("unknown workload step {s:?}"),
         })
@@ -136,6 +156,7 @@ fn run_step(step: &Step) -> anyhow::Result<()> {
             let ns = bench_loop(op, *n)?;
             println!("{op} {ns:.1}");
         }
+        Step::Agent(profile, duration, service) => profile.run(*duration, *service)?,
     }
     Ok(())
 }
@@ -208,6 +229,15 @@ mod tests {
             "exec:/bin/echo:hi".parse::<Step>().unwrap(),
             Step::Exec(vec!["/bin/echo".into(), "hi".into()])
         );
+        assert_eq!(
+            "agent:fraud:5:127.0.0.1:80".parse::<Step>().unwrap(),
+            Step::Agent(
+                profile::Profile::Fraud,
+                Duration::from_secs(5),
+                "127.0.0.1:80".parse().unwrap()
+            )
+        );
+        assert!("agent:miner:5:127.0.0.1:80".parse::<Step>().is_err());
         assert!("bogus:1".parse::<Step>().is_err());
         assert!("getppid:x".parse::<Step>().is_err());
     }
