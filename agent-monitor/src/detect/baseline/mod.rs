@@ -5,3 +5,4 @@ pub mod knowledge;
 
 pub use features::{FEATURE_SCHEMA_VERSION, FeatureSchema, SCALAR_FEATURES};
 pub use knowledge::ClassKnowledge;
+pub mod store;
