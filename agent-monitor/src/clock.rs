@@ -9,3 +9,11 @@ pub fn boot_ns() -> u64 {
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(0)
 }
+
+/// Unix time minus boot time, in ns: turns boot-time stamps into wall-clock time.
+pub fn wall_offset_ns() -> i128 {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    unix - i128::from(boot_ns())
+}

@@ -1,9 +1,10 @@
-//! The stages after the source: decode, attribute, and hand events to the sinks (JSON lines,
-//! trace recording). Live and replay go through exactly this code.
+//! The stages after the source: decode, attribute, detect, and hand events and findings to the
+//! sinks (JSON lines, trace recording). Live and replay go through exactly this code.
 
 use std::io::Write;
 
 use crate::{
+    detect::{Finding, engine::Detection},
     event::{Event, decode},
     identity::Identities,
     source::{Batch, EventSource},
@@ -25,6 +26,12 @@ pub struct Pipeline {
     identities: Identities,
     json: Option<Box<dyn Write + Send>>,
     trace: Option<TraceWriter<Box<dyn Write + Send>>>,
+    detection: Option<Detection>,
+    /// Where findings go as JSON lines (`{"finding": {...}}`); `None`: to the event output.
+    findings_out: Option<Box<dyn Write + Send>>,
+    findings: Vec<Finding>,
+    /// Replay: time is the events' own; live: the boot clock closes idle windows.
+    live_clock: bool,
     pub stats: Stats,
 }
 
@@ -37,6 +44,29 @@ impl Pipeline {
     pub fn with_trace(mut self, trace: TraceWriter<Box<dyn Write + Send>>) -> Self {
         self.trace = Some(trace);
         self
+    }
+
+    pub fn with_detection(mut self, detection: Detection) -> Self {
+        self.detection = Some(detection);
+        self
+    }
+
+    pub fn with_findings(mut self, out: Box<dyn Write + Send>) -> Self {
+        self.findings_out = Some(out);
+        self
+    }
+
+    pub fn with_live_clock(mut self) -> Self {
+        self.live_clock = true;
+        self
+    }
+
+    pub fn detection(&self) -> Option<&Detection> {
+        self.detection.as_ref()
+    }
+
+    pub fn detection_mut(&mut self) -> Option<&mut Detection> {
+        self.detection.as_mut()
     }
 
     pub fn process(&mut self, batch: &Batch) -> anyhow::Result<()> {
@@ -53,6 +83,9 @@ impl Pipeline {
                         serde_json::to_writer(&mut *out, &event)?;
                         out.write_all(b"\n")?;
                     }
+                    if let Some(d) = &mut self.detection {
+                        d.on_event(&event, &mut self.findings);
+                    }
                 }
                 Err(e) => {
                     self.stats.decode_errors += 1;
@@ -60,7 +93,37 @@ impl Pipeline {
                 }
             }
         }
+        if let Some(d) = &mut self.detection {
+            let now = self.live_clock.then(crate::clock::boot_ns);
+            d.tick(now, &mut self.findings);
+        }
+        self.emit_findings()
+    }
+
+    fn emit_findings(&mut self) -> anyhow::Result<()> {
+        for finding in self.findings.drain(..) {
+            log::warn!(
+                "finding: {} [{}] {}",
+                finding.agent_id,
+                finding.class,
+                finding.summary
+            );
+            let Some(out) = self.findings_out.as_mut().or(self.json.as_mut()) else {
+                continue;
+            };
+            serde_json::to_writer(&mut *out, &serde_json::json!({ "finding": finding }))?;
+            out.write_all(b"\n")?;
+        }
         Ok(())
+    }
+
+    /// Closes the open windows (end of input) and reports what they show.
+    pub fn finish(&mut self) -> anyhow::Result<()> {
+        if let Some(d) = &mut self.detection {
+            d.finish(&mut self.findings);
+        }
+        self.emit_findings()?;
+        self.flush()
     }
 
     fn observe(&mut self, event: &Event) {
@@ -77,13 +140,17 @@ impl Pipeline {
         if let Some(out) = &mut self.json {
             out.flush()?;
         }
+        if let Some(out) = &mut self.findings_out {
+            out.flush()?;
+        }
         if let Some(trace) = &mut self.trace {
             trace.flush()?;
         }
         Ok(())
     }
 
-    /// Runs `source` to its end (replay) or until `stop` resolves (live).
+    /// Runs `source` to its end (replay) or until `stop` resolves (live); the caller then calls
+    /// [`Pipeline::finish`] once nothing more can arrive.
     pub async fn run<S: EventSource>(
         &mut self,
         source: &mut S,

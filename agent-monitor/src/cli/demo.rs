@@ -62,13 +62,25 @@ async fn demo(
     let mut batch = Batch::default();
     // The agents' cgroups exist before the programs load, so they are monitored from the start.
     let mut source = live::start(config, &mut batch)?;
-    let mut pipeline = Pipeline::default().with_json(live::json_out(opts.output)?);
+    let mut detection = super::detection(config)?;
+    detection.set_wall_offset(agent_monitor::clock::wall_offset_ns());
+    let mut pipeline = Pipeline::default()
+        .with_json(live::json_out(opts.output)?)
+        .with_detection(detection)
+        .with_live_clock();
     if let Some(path) = opts.record {
         pipeline = pipeline.with_trace(live::trace_out(path)?);
     }
     pipeline.process(&batch)?;
 
-    let service = services::start().await?;
+    let service = services::start(services::DEMO_PORT)
+        .await
+        .with_context(|| {
+            format!(
+                "starting the demo service on 127.0.0.1:{}",
+                services::DEMO_PORT
+            )
+        })?;
     let data = tempfile::tempdir().context("creating the demo data directory")?;
     prepare_data(data.path())?;
     let exe = std::env::current_exe()?;

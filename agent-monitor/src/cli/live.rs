@@ -60,10 +60,13 @@ pub fn start(config: &Config, initial: &mut Batch) -> anyhow::Result<LiveSource>
     Ok(source)
 }
 
-pub async fn run(args: &LiveArgs, mut pipeline: Pipeline) -> anyhow::Result<ExitCode> {
-    let config = super::load_config(args)?;
+pub async fn run(
+    args: &LiveArgs,
+    config: &Config,
+    mut pipeline: Pipeline,
+) -> anyhow::Result<ExitCode> {
     let mut batch = Batch::default();
-    let mut source = start(&config, &mut batch)?;
+    let mut source = start(config, &mut batch)?;
     pipeline.process(&batch)?;
     if let Some(ready) = &args.ready_file {
         std::fs::write(ready, b"ready\n")
@@ -99,5 +102,5 @@ pub async fn run_until_stopped(
     let mut batch = Batch::default();
     source.finish(&mut batch)?;
     pipeline.process(&batch)?;
-    pipeline.flush()
+    pipeline.finish()
 }

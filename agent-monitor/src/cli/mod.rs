@@ -3,11 +3,13 @@
 
 mod demo;
 mod live;
+mod train;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use agent_monitor::{
     config::Config,
+    detect::engine::Detection,
     ebpf::Platform,
     pipeline::Pipeline,
     source::ReplaySource,
@@ -87,6 +89,8 @@ enum Command {
         #[arg(long)]
         record: Option<PathBuf>,
     },
+    /// Learn a class baseline from recorded traces of healthy agents.
+    Train(train::TrainArgs),
     /// Check what this kernel and host provide.
     Probe,
     /// Run a scripted workload (used by the demo, tests and benchmarks).
@@ -100,6 +104,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             workload::run(&steps)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Train(args) => train::run(&args),
         Command::Probe => {
             let (_, report) = Platform::probe()?;
             print!("{report}");
@@ -122,18 +127,25 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             output,
             record,
         } => {
-            let mut pipeline = Pipeline::default().with_json(live::json_out(output.as_deref())?);
+            let config = load_config(&live)?;
+            let mut detection = detection(&config)?;
+            detection.set_wall_offset(agent_monitor::clock::wall_offset_ns());
+            let mut pipeline = Pipeline::default()
+                .with_json(live::json_out(output.as_deref())?)
+                .with_detection(detection)
+                .with_live_clock();
             if let Some(path) = &record {
                 pipeline = pipeline.with_trace(live::trace_out(path)?);
             }
-            live::run(&live, pipeline).await
+            live::run(&live, &config, pipeline).await
         }
         Command::Record { live, output, json } => {
+            let config = load_config(&live)?;
             let mut pipeline = Pipeline::default().with_trace(live::trace_out(&output)?);
             if let Some(path) = &json {
                 pipeline = pipeline.with_json(live::json_out(Some(path))?);
             }
-            live::run(&live, pipeline).await
+            live::run(&live, &config, pipeline).await
         }
         Command::Replay { trace, output } => {
             let mut source =
@@ -147,10 +159,15 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
                 h.kernel_release,
                 h.agent_monitor_version
             );
-            let mut pipeline = Pipeline::default().with_json(live::json_out(output.as_deref())?);
+            let mut detection = detection(&Config::embedded())?;
+            detection.set_wall_anchor(i128::from(h.created_unix_ms) * 1_000_000);
+            let mut pipeline = Pipeline::default()
+                .with_json(live::json_out(output.as_deref())?)
+                .with_detection(detection);
             pipeline
                 .run(&mut source, std::future::pending())
                 .await
+                .and_then(|()| pipeline.finish())
                 .with_context(|| format!("replaying {}", trace.display()))?;
             log::info!("replay done: {:?}", pipeline.stats);
             Ok(ExitCode::SUCCESS)
@@ -169,8 +186,30 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             })
             .await
         }
-        Command::Probe | Command::Workload { .. } => unreachable!("handled synchronously"),
+        Command::Probe | Command::Workload { .. } | Command::Train(_) => {
+            unreachable!("handled synchronously")
+        }
     }
+}
+
+/// The detection stage with the configured class models (a class without one learns on-line).
+fn detection(config: &Config) -> anyhow::Result<Detection> {
+    let mut detection = Detection::new(&config.detection)?;
+    let dir = &config.detection.models_dir;
+    if dir.is_dir() {
+        let classes = detection.load_models(dir)?;
+        log::info!(
+            "class models loaded from {}: {}",
+            dir.display(),
+            classes.join(", ")
+        );
+    } else {
+        log::warn!(
+            "no models directory {}: every class starts learning",
+            dir.display()
+        );
+    }
+    Ok(detection)
 }
 
 fn load_config(args: &LiveArgs) -> anyhow::Result<Config> {

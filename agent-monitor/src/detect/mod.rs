@@ -1,7 +1,11 @@
 //! Detection: feature windows, per-class baselines, anomaly models and rules, all producing
 //! [`Finding`]s that the decision policy turns into a tier.
 
+pub mod anomaly;
 pub mod baseline;
+pub mod engine;
+pub mod sequence;
+pub mod training;
 pub mod window;
 
 use std::sync::Arc;

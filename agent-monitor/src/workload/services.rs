@@ -8,9 +8,13 @@ use tokio::{
     net::TcpListener,
 };
 
-/// Starts the service on an ephemeral loopback port; it runs until the runtime ends.
-pub async fn start() -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+/// The demo's service port: fixed, because a class baseline learns its agents' destinations and a
+/// real scoring service does not move between runs.
+pub const DEMO_PORT: u16 = 17_300;
+
+/// Starts the service on a loopback port (0: any); it runs until the runtime ends.
+pub async fn start(port: u16) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {

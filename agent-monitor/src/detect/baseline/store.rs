@@ -61,7 +61,9 @@ pub enum ModelError {
         found: String,
         expected: String,
     },
-    #[error("model {path}: SHA-256 {found} does not match {expected} in meta.yaml (corrupt or replaced)")]
+    #[error(
+        "model {path}: SHA-256 {found} does not match {expected} in meta.yaml (corrupt or replaced)"
+    )]
     Digest {
         path: PathBuf,
         found: String,
@@ -87,7 +89,11 @@ fn bincode_config() -> impl bincode::config::Config {
 }
 
 /// Writes `model` and its metadata (filling in `model_sha256`) under `dir/<class>/`.
-pub fn save<M: Serialize>(dir: &Path, model: &M, mut meta: ModelMeta) -> Result<PathBuf, ModelError> {
+pub fn save<M: Serialize>(
+    dir: &Path,
+    model: &M,
+    mut meta: ModelMeta,
+) -> Result<PathBuf, ModelError> {
     let class_dir = dir.join(&meta.class);
     std::fs::create_dir_all(&class_dir).map_err(io(&class_dir))?;
     let model_path = class_dir.join(MODEL_FILE);
@@ -141,12 +147,13 @@ pub fn load<M: DeserializeOwned>(dir: &Path, class: &str) -> Result<(M, ModelMet
             expected: meta.model_sha256,
         });
     }
-    let (model, used) = bincode::serde::decode_from_slice(&bytes, bincode_config()).map_err(|e| {
-        ModelError::Corrupt {
-            path: model_path.clone(),
-            reason: e.to_string(),
-        }
-    })?;
+    let (model, used) =
+        bincode::serde::decode_from_slice(&bytes, bincode_config()).map_err(|e| {
+            ModelError::Corrupt {
+                path: model_path.clone(),
+                reason: e.to_string(),
+            }
+        })?;
     if used != bytes.len() {
         return Err(ModelError::Corrupt {
             path: model_path,

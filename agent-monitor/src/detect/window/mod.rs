@@ -18,6 +18,8 @@ pub struct Window {
     pub cgroup_id: u64,
     pub start_ns: u64,
     pub end_ns: u64,
+    /// Wall-clock Unix seconds at the window's end, when the boot-to-wall offset is known.
+    pub unix_end_s: Option<u64>,
     pub stats: WindowStats,
 }
 
@@ -40,6 +42,10 @@ pub struct Windower<C> {
     grace_ns: u64,
     open: HashMap<u64, Window>,
     classifier: C,
+    /// Unix time minus boot time, in ns: live from the clocks, in replay from the trace header.
+    wall_offset_ns: Option<i128>,
+    /// Unix ns of the first event to come (a trace's creation time): fixes the offset then.
+    wall_anchor_ns: Option<i128>,
 }
 
 impl<C: Classifier> Windower<C> {
@@ -49,6 +55,32 @@ impl<C: Classifier> Windower<C> {
             grace_ns: grace.as_nanos() as u64,
             open: HashMap::new(),
             classifier,
+            wall_offset_ns: None,
+            wall_anchor_ns: None,
+        }
+    }
+
+    /// The next event happened at `unix_ns` (a trace header's creation time, written as the
+    /// recording started): dates the windows of a replay.
+    pub fn set_wall_anchor(&mut self, unix_ns: i128) {
+        self.wall_anchor_ns = Some(unix_ns);
+    }
+
+    pub fn set_wall_offset(&mut self, offset_ns: i128) {
+        self.wall_offset_ns = Some(offset_ns);
+    }
+
+    fn new_window(&self, agent: &AgentRef, cgroup_id: u64, start_ns: u64) -> Window {
+        let end_ns = start_ns + self.length_ns;
+        Window {
+            agent: agent.clone(),
+            cgroup_id,
+            start_ns,
+            end_ns,
+            unix_end_s: self
+                .wall_offset_ns
+                .and_then(|o| u64::try_from((i128::from(end_ns) + o) / 1_000_000_000).ok()),
+            stats: WindowStats::default(),
         }
     }
 
@@ -59,24 +91,15 @@ impl<C: Classifier> Windower<C> {
     /// Folds an attributed event into its agent's window, closing the previous window into `out`
     /// when the event starts a later one. Unattributed events have no window.
     pub fn add(&mut self, event: &Event, out: &mut Vec<Window>) {
+        if let Some(anchor) = self.wall_anchor_ns.take() {
+            self.wall_offset_ns = Some(anchor - i128::from(event.ts_ns));
+        }
         let Some(agent) = &event.agent else { return };
         let start = event.ts_ns - event.ts_ns % self.length_ns;
-        let window = self.open.entry(event.cgroup_id).or_insert_with(|| Window {
-            agent: agent.clone(),
-            cgroup_id: event.cgroup_id,
-            start_ns: start,
-            end_ns: start + self.length_ns,
-            stats: WindowStats::default(),
-        });
+        let fresh = self.new_window(agent, event.cgroup_id, start);
+        let window = self.open.entry(event.cgroup_id).or_insert(fresh.clone());
         if start > window.start_ns {
-            let next = Window {
-                agent: agent.clone(),
-                cgroup_id: event.cgroup_id,
-                start_ns: start,
-                end_ns: start + self.length_ns,
-                stats: WindowStats::default(),
-            };
-            out.push(std::mem::replace(window, next));
+            out.push(std::mem::replace(window, fresh));
         }
         // A record stamped before the open window (a late snapshot) counts in the open one.
         window.stats.add(event, &self.classifier);

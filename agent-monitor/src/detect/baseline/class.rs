@@ -1,0 +1,154 @@
+//! One class's baseline: its state (learning until enough healthy windows, then stable), its
+//! models, and on-line learning from the healthy windows of its agents.
+//!
+//! Fitting is the same off-line (`agent-monitor train`) and on-line: from a set of healthy
+//! windows, learn what the class knows (destinations, names, binaries, hours), train the sequence
+//! model, and fit the window model on feature rows whose novelty features are computed
+//! out-of-fold (each fold against knowledge learned from the other folds). In-sample novelty
+//! would always be zero, and the model would then treat any novelty at all as extreme.
+
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use super::{ClassKnowledge, FeatureSchema};
+use crate::detect::{
+    Contribution,
+    anomaly::WindowModel,
+    sequence::SequenceModel,
+    window::{MAX_SEQUENCE, Window},
+};
+
+/// Folds for out-of-fold novelty features.
+const FOLDS: usize = 5;
+/// Healthy windows kept for on-line refits (a reservoir: memory stays bounded).
+pub const MAX_KEPT_WINDOWS: usize = 512;
+/// Syscall ids kept per window for refits.
+const KEPT_SEQUENCE: usize = 2048;
+
+/// Everything a class's detection needs, saved as `models/<class>/model.bin`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClassModel {
+    pub schema: FeatureSchema,
+    pub knowledge: ClassKnowledge,
+    pub sequence: SequenceModel,
+    pub window: WindowModel,
+    pub trained_windows: u64,
+}
+
+/// A window's score against its class.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowScore {
+    pub score: f64,
+    pub top_features: Vec<Contribution>,
+    /// Share of the window's n-grams never seen for the class.
+    pub seq_novelty: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FitError {
+    #[error("class {class}: {have} healthy windows, at least {need} needed")]
+    TooFewWindows {
+        class: String,
+        have: usize,
+        need: usize,
+    },
+    #[error("class {class}: fitting the window model: {reason}")]
+    Model { class: String, reason: String },
+}
+
+/// The windows' syscall sequences, one per thread.
+fn sequences<'a>(windows: &[&'a Window]) -> impl Iterator<Item = &'a [u16]> {
+    windows
+        .iter()
+        .flat_map(|w| w.stats.sequences.values().map(Vec::as_slice))
+}
+
+fn knowledge_of(windows: &[&Window]) -> ClassKnowledge {
+    let mut k = ClassKnowledge::default();
+    for w in windows {
+        k.learn(w, w.unix_end_s);
+    }
+    k
+}
+
+impl ClassModel {
+    /// Fits a class model on healthy windows.
+    pub fn fit(class: &str, windows: &[&Window], min_windows: usize) -> Result<Self, FitError> {
+        if windows.len() < min_windows.max(FOLDS) {
+            return Err(FitError::TooFewWindows {
+                class: class.to_owned(),
+                have: windows.len(),
+                need: min_windows.max(FOLDS),
+            });
+        }
+        let knowledge = knowledge_of(windows);
+        let schema = FeatureSchema::for_class(&knowledge);
+        let names = schema.names();
+        let mut rows = Array2::<f64>::zeros((windows.len(), names.len()));
+        for fold in 0..FOLDS {
+            let (held, rest): (Vec<(usize, &Window)>, Vec<(usize, &Window)>) = windows
+                .iter()
+                .copied()
+                .enumerate()
+                .partition(|(i, _)| i % FOLDS == fold);
+            let rest: Vec<&Window> = rest.into_iter().map(|(_, w)| w).collect();
+            let fold_knowledge = knowledge_of(&rest);
+            let fold_sequence = SequenceModel::train(sequences(&rest));
+            for (i, w) in held {
+                let novelty = window_novelty(&fold_sequence, w);
+                let v = schema.vector(w, &fold_knowledge, novelty, w.unix_end_s);
+                rows.row_mut(i).assign(&ndarray::ArrayView1::from(&v));
+            }
+        }
+        let window = WindowModel::fit(&rows, names).map_err(|e| FitError::Model {
+            class: class.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            sequence: SequenceModel::train(sequences(windows)),
+            schema,
+            knowledge,
+            window,
+            trained_windows: windows.len() as u64,
+        })
+    }
+
+    pub fn score(&self, window: &Window) -> WindowScore {
+        let seq_novelty = window_novelty(&self.sequence, window);
+        let v = self
+            .schema
+            .vector(window, &self.knowledge, seq_novelty, window.unix_end_s);
+        let (score, top_features) = self.window.score(&v);
+        WindowScore {
+            score,
+            top_features,
+            seq_novelty,
+        }
+    }
+}
+
+/// Novel n-grams over all of a window's threads, as a share of its n-grams.
+fn window_novelty(model: &SequenceModel, window: &Window) -> f64 {
+    let (mut novel, mut total) = (0u64, 0u64);
+    for seq in window.stats.sequences.values() {
+        let (n, t) = model.novel_ngrams(seq);
+        novel += n;
+        total += t;
+    }
+    if total == 0 {
+        0.0
+    } else {
+        novel as f64 / total as f64
+    }
+}
+
+/// A copy of a window small enough to keep for refits: sequences are cut to their start.
+pub fn kept(window: &Window) -> Window {
+    let mut w = window.clone();
+    let per_thread = KEPT_SEQUENCE / w.stats.sequences.len().max(1);
+    for seq in w.stats.sequences.values_mut() {
+        seq.truncate(per_thread.min(MAX_SEQUENCE));
+        seq.shrink_to_fit();
+    }
+    w
+}
