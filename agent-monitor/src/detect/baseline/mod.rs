@@ -11,3 +11,6 @@ pub use classes::{Baselines, ClassBaseline, LearningPolicy, State};
 pub use features::{FEATURE_SCHEMA_VERSION, FeatureSchema, SCALAR_FEATURES};
 pub use knowledge::ClassKnowledge;
 pub use store::{ModelError, ModelMeta};
+
+#[cfg(test)]
+mod tests;
