@@ -5,20 +5,24 @@ use std::io::Write;
 
 use crate::{
     detect::{Finding, engine::Detection},
-    event::{Event, decode},
+    event::{Body, Event, decode},
     identity::Identities,
     source::{Batch, EventSource},
     trace::TraceWriter,
 };
 
 /// Counters reported at the end of a run.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     pub records: u64,
     pub events: u64,
     pub decode_errors: u64,
     pub unattributed: u64,
     pub kernel_lost: u64,
+    /// Syscall ids delivered by the per-thread streams.
+    pub syscall_ids: u64,
+    /// Syscalls counted by the per-agent kernel counters.
+    pub syscalls_counted: u64,
 }
 
 #[derive(Default)]
@@ -131,8 +135,11 @@ impl Pipeline {
         if event.agent.is_none() {
             self.stats.unattributed += 1;
         }
-        if let crate::event::Body::Lost { count, .. } = event.body {
-            self.stats.kernel_lost += count;
+        match &event.body {
+            Body::Lost { count, .. } => self.stats.kernel_lost += count,
+            Body::Syscalls { ids } => self.stats.syscall_ids += ids.len() as u64,
+            Body::SyscallCount { count, .. } => self.stats.syscalls_counted += count,
+            _ => {}
         }
     }
 

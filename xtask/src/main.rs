@@ -1,6 +1,6 @@
 //! Project tasks: `cargo xtask bench capture`.
 
-mod bench_capture;
+mod capture;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -23,13 +23,13 @@ enum Task {
 #[derive(Subcommand)]
 enum Bench {
     /// Syscall tax with no daemon, unmonitored and monitored cgroups; delivered vs generated.
-    Capture(bench_capture::Options),
+    Capture(capture::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Args::parse().task {
         Task::Bench {
             which: Bench::Capture(opts),
-        } => bench_capture::run(&opts),
+        } => capture::run(&opts),
     }
 }

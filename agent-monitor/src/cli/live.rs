@@ -74,6 +74,10 @@ pub async fn run(
     }
     run_until_stopped(&mut source, &mut pipeline, args.duration).await?;
     log::info!("stopped: {:?}", pipeline.stats);
+    if let Some(path) = &args.stats_file {
+        std::fs::write(path, serde_json::to_string(&pipeline.stats)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -40,6 +40,9 @@ pub struct LiveArgs {
     /// Create this file once the programs are attached and the agents registered.
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Write the run's counters (records, events, kernel losses, ...) as JSON here at exit.
+    #[arg(long)]
+    stats_file: Option<PathBuf>,
     /// Override `watch`: parent cgroups whose <class>/<agent-id> children are agents.
     #[arg(long)]
     watch: Vec<PathBuf>,
@@ -74,6 +77,12 @@ enum Command {
         trace: PathBuf,
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// Configuration file for detection (default: the embedded config/default.yaml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Decode and print only: no windows, models or rules.
+        #[arg(long)]
+        no_detect: bool,
     },
     /// Start a demo agent workload in its own cgroup and show what it does (main job).
     Demo {
@@ -147,7 +156,12 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             }
             live::run(&live, &config, pipeline).await
         }
-        Command::Replay { trace, output } => {
+        Command::Replay {
+            trace,
+            output,
+            config,
+            no_detect,
+        } => {
             let mut source =
                 ReplaySource::open(&trace).with_context(|| format!("{}", trace.display()))?;
             let h = source.header();
@@ -159,11 +173,16 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
                 h.kernel_release,
                 h.agent_monitor_version
             );
-            let mut detection = detection(&Config::embedded())?;
-            detection.set_wall_anchor(i128::from(h.created_unix_ms) * 1_000_000);
-            let mut pipeline = Pipeline::default()
-                .with_json(live::json_out(output.as_deref())?)
-                .with_detection(detection);
+            let mut pipeline = Pipeline::default().with_json(live::json_out(output.as_deref())?);
+            if !no_detect {
+                let config = match &config {
+                    Some(p) => Config::load(p)?,
+                    None => Config::embedded(),
+                };
+                let mut detection = detection(&config)?;
+                detection.set_wall_anchor(i128::from(h.created_unix_ms) * 1_000_000);
+                pipeline = pipeline.with_detection(detection);
+            }
             pipeline
                 .run(&mut source, std::future::pending())
                 .await

@@ -44,7 +44,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("reading {}", path.display()))?;
         digests.push(digest);
         for w in ws {
-            if &*w.agent.class != args.class {
+            if *w.agent.class != *args.class {
                 other += 1;
             } else if w.lossy() {
                 lossy += 1;

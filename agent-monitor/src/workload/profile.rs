@@ -81,7 +81,7 @@ fn fraud(root: &Path, tick: u32, k: u32, service: SocketAddr) -> anyhow::Result<
     for _ in 0..lines {
         call(service, b"score txn\n")?;
     }
-    if tick % 20 == 0 {
+    if tick.is_multiple_of(20) {
         append(&root.join("reports/fraud-alerts.log"), "batch flagged\n")?;
     }
     Ok(())
@@ -95,7 +95,7 @@ fn onboarding(root: &Path, tick: u32, k: u32, service: SocketAddr) -> anyhow::Re
         root.join(format!("customers/accounts/acct-{k:03}.json")),
         format!("{{\"customer\":{k},\"status\":\"opened\"}}\n"),
     )?;
-    if tick % 30 == 0 {
+    if tick.is_multiple_of(30) {
         dns("kyc.bank.internal")?;
     }
     Ok(())
@@ -105,18 +105,18 @@ fn compliance(root: &Path, tick: u32, k: u32, service: SocketAddr) -> anyhow::Re
     for entry in fs::read_dir(root.join("reports"))?.flatten().take(5) {
         read(&entry.path())?;
     }
-    read(&root.join(if k % 2 == 0 {
+    read(&root.join(if k.is_multiple_of(2) {
         "policies/aml-policy.txt"
     } else {
         "policies/kyc-policy.txt"
     }))?;
-    if tick % 10 == 0 {
+    if tick.is_multiple_of(10) {
         fs::write(
             root.join("reports/compliance-summary.txt"),
             format!("review {tick}: no findings\n"),
         )?;
     }
-    if tick % 25 == 0 {
+    if tick.is_multiple_of(25) {
         std::process::Command::new("/usr/bin/sha256sum")
             .arg(root.join("policies/aml-policy.txt"))
             .stdout(std::process::Stdio::null())

@@ -86,15 +86,17 @@ impl ClassModel {
         let names = schema.names();
         let mut rows = Array2::<f64>::zeros((windows.len(), names.len()));
         for fold in 0..FOLDS {
-            let (held, rest): (Vec<(usize, &Window)>, Vec<(usize, &Window)>) = windows
+            let in_fold = |i: usize| i % FOLDS == fold;
+            let rest: Vec<&Window> = windows
                 .iter()
-                .copied()
                 .enumerate()
-                .partition(|(i, _)| i % FOLDS == fold);
-            let rest: Vec<&Window> = rest.into_iter().map(|(_, w)| w).collect();
+                .filter(|(i, _)| !in_fold(*i))
+                .map(|(_, w)| *w)
+                .collect();
+            let held = windows.iter().enumerate().filter(|(i, _)| in_fold(*i));
             let fold_knowledge = knowledge_of(&rest);
             let fold_sequence = SequenceModel::train(sequences(&rest));
-            for (i, w) in held {
+            for (i, &w) in held {
                 let novelty = window_novelty(&fold_sequence, w);
                 let v = schema.vector(w, &fold_knowledge, novelty, w.unix_end_s);
                 rows.row_mut(i).assign(&ndarray::ArrayView1::from(&v));

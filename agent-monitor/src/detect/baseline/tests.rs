@@ -56,7 +56,11 @@ fn normal_events(start: u64, k: u64, out: &mut Vec<Event>) {
     let batches = 8 + k % 5;
     for b in 0..batches {
         let t = start + b * S / 2;
-        out.push(ev(t, 7, open(format!("/srv/transactions/batch-{:03}.csv", (k + b) % 20))));
+        out.push(ev(
+            t,
+            7,
+            open(format!("/srv/transactions/batch-{:03}.csv", (k + b) % 20)),
+        ));
         out.push(ev(t + 1, 7, connect("127.0.0.1", 17300)));
         out.push(ev(
             t + 2,
@@ -66,7 +70,12 @@ fn normal_events(start: u64, k: u64, out: &mut Vec<Event>) {
             },
         ));
     }
-    for (nr, n) in [(0u32, 40 * batches), (1, 12 * batches), (3, 20 * batches), (257, batches)] {
+    for (nr, n) in [
+        (0u32, 40 * batches),
+        (1, 12 * batches),
+        (3, 20 * batches),
+        (257, batches),
+    ] {
         out.push(ev(
             start + 9 * S,
             7,
@@ -100,7 +109,11 @@ fn hostile_events(start: u64, out: &mut Vec<Event>) {
         },
     ));
     for port in 1..40 {
-        out.push(ev(start + 2 * S + port, 8, connect("10.9.8.7", port as u16)));
+        out.push(ev(
+            start + 2 * S + port,
+            8,
+            connect("10.9.8.7", port as u16),
+        ));
     }
     out.push(ev(
         start + 3 * S,
@@ -142,8 +155,14 @@ fn learns_a_normal_workload_then_flags_an_injected_change() {
     let normal = model.score(normal);
     let hostile = model.score(hostile);
     assert!(normal.score < 0.5, "a normal window scores low: {normal:?}");
-    assert!(hostile.score > 0.9, "the hostile window scores high: {hostile:?}");
-    assert!(hostile.seq_novelty > 0.05, "new syscall n-grams are seen: {hostile:?}");
+    assert!(
+        hostile.score > 0.9,
+        "the hostile window scores high: {hostile:?}"
+    );
+    assert!(
+        hostile.seq_novelty > 0.05,
+        "new syscall n-grams are seen: {hostile:?}"
+    );
     let top: Vec<&str> = hostile
         .top_features
         .iter()
@@ -151,7 +170,8 @@ fn learns_a_normal_workload_then_flags_an_injected_change() {
         .map(|c| c.feature.as_str())
         .collect();
     assert!(
-        top.iter().any(|f| *f == "net_new_destinations" || *f == "net_distinct_destinations"),
+        top.iter()
+            .any(|f| *f == "net_new_destinations" || *f == "net_distinct_destinations"),
         "the new destinations are named among the top features: {top:?}"
     );
 }
@@ -173,9 +193,16 @@ fn a_class_learns_on_line_and_never_from_lossy_or_contained_windows() {
         assert!(b.observe(&lossy, false).is_none());
         assert!(b.observe(&ws[1], true).is_none());
     }
-    assert_eq!(b.state("fraud"), State::Learning, "lossy and contained windows teach nothing");
+    assert_eq!(
+        b.state("fraud"),
+        State::Learning,
+        "lossy and contained windows teach nothing"
+    );
     for w in &ws[..19] {
-        assert!(b.observe(w, false).is_none(), "nothing is scored while learning");
+        assert!(
+            b.observe(w, false).is_none(),
+            "nothing is scored while learning"
+        );
     }
     assert_eq!(b.state("fraud"), State::Learning);
     b.observe(&ws[19], false);
