@@ -100,17 +100,20 @@ impl Compiler<'_> {
         })
     }
 
+    /// A field must exist in at least one of the rule's kinds. On events of a kind without it,
+    /// tests on it are false (as for an absent optional value) and summaries show `-`.
     pub fn check_field(&self, field: Field, line: usize) -> Res<()> {
-        match self.kinds.iter().find(|k| !field.available(**k)) {
-            Some(k) => Err(Located::new(
-                line,
-                format!(
-                    "field \"{}\" is not available for \"{}\" events",
-                    field.name(),
-                    k.name()
-                ),
-            )),
-            None => Ok(()),
+        if self.kinds.iter().any(|k| field.available(*k)) {
+            return Ok(());
         }
+        let kinds: Vec<_> = self.kinds.iter().map(|k| k.name()).collect();
+        Err(Located::new(
+            line,
+            format!(
+                "field \"{}\" is not available for \"{}\" events",
+                field.name(),
+                kinds.join(", ")
+            ),
+        ))
     }
 }

@@ -134,8 +134,10 @@ fn parse_macros(
 
 /// The `name` of a rule mapping, if it has a readable one (errors name the rule with it).
 fn rule_name(item: &Node) -> Option<String> {
-    let entries = condition::entries(item, "a rule").ok()?;
-    let (_, _, v) = entries.into_iter().find(|(k, _, _)| *k == "name")?;
+    let entries = item.as_map("a rule").ok()?;
+    let (_, v) = entries
+        .iter()
+        .find(|(k, _)| k.as_str("").is_ok_and(|k| k == "name"))?;
     v.as_str("a name").ok().map(str::to_owned)
 }
 

@@ -59,13 +59,13 @@ impl Template {
             let name = tail[1..end].trim();
             let part = match name {
                 "rule" => Part::Rule,
-                "count" | "window" if !has_rate => {
+                "rate_count" | "window" if !has_rate => {
                     return Err(Located::new(
                         line,
                         format!("summary placeholder \"{{{name}}}\" needs a rate"),
                     ));
                 }
-                "count" => Part::RateCount,
+                "rate_count" => Part::RateCount,
                 "window" => Part::Window,
                 _ => {
                     let field = Field::parse(name).ok_or_else(|| {
