@@ -2,9 +2,9 @@
 //! [`RuleSet`] and evaluated per event by a [`RuleEngine`] that emits [`Finding`]s with the
 //! rule's tier.
 //!
-//! Stages: `yaml` (tree with lines) -> `parse` + `condition` (schema, AST, lists) -> `compile`
-//! + `matcher` + `template` (typed per rule) -> `index` (per class and kind, anchors) ->
-//! `engine` + `rate` (evaluation, windows).
+//! Stages: `yaml` (tree with lines), then `parse` and `condition` (schema, AST, lists), then
+//! `compile`, `matcher` and `template` (typed per rule), then `index` (per class and kind,
+//! anchors), then `engine` and `rate` (evaluation, windows).
 //!
 //! [`Finding`]: crate::detect::Finding
 

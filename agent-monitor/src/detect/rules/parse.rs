@@ -227,7 +227,7 @@ fn parse_rule(
         return Err(Located::new(kinds_node.line, "\"kinds\" is empty"));
     }
     let scope = ClassScope {
-        classes: f.classes.map(|n| class_list(n)).transpose()?,
+        classes: f.classes.map(class_list).transpose()?,
         except: f.except.map_or(Ok(Vec::new()), class_list)?,
     };
     let tier_node = f.tier.ok_or_else(|| missing("tier"))?;
