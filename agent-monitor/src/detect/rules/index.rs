@@ -82,8 +82,8 @@ impl Index {
                 let Ok(id) = u32::try_from(i) else { break };
                 for kind in &rule.kinds {
                     let b = row * KIND_COUNT + kind.index();
-                    let anchored = anchor(&rule.cond)
-                        .is_some_and(|t| add_anchor(&mut pending[b], t, id).is_ok());
+                    let anchored = anchors(&rule.cond)
+                        .is_some_and(|t| add_anchors(&mut pending[b], &t, id).is_ok());
                     if !anchored {
                         buckets[b].always.push(id);
                     }
@@ -170,57 +170,67 @@ struct PendingAnchor {
     ints: HashMap<i128, Vec<u32>>,
 }
 
-/// A test the rule cannot match without: the condition itself, or a direct child of a
-/// top-level `all`, on a string field (as globs) or a number field with `equals`/`in`.
-fn anchor(cond: &Cond) -> Option<&Test> {
-    let usable = |t: &Test| match t.field.ty() {
+/// Tests at least one of which holds whenever the condition holds: a string test (as globs)
+/// or a number `equals`/`in`; for `all`, the first child that has anchors; for `any`, the
+/// union of its children's anchors if every child has some. `None`: evaluate always.
+fn anchors(cond: &Cond) -> Option<Vec<&Test>> {
+    match cond {
+        Cond::Test(t) => usable(t).then(|| vec![t]),
+        Cond::All(items) => items.iter().find_map(anchors),
+        Cond::Any(items) => {
+            let mut out = Vec::new();
+            for i in items.iter() {
+                out.extend(anchors(i)?);
+            }
+            (!out.is_empty()).then_some(out)
+        }
+        Cond::True | Cond::Not(_) => None,
+    }
+}
+
+fn usable(t: &Test) -> bool {
+    match t.field.ty() {
         FieldType::Str => matches!(
             t.op,
             Op::Equals | Op::In | Op::StartsWith | Op::EndsWith | Op::Contains | Op::Glob
         ),
         FieldType::Int => matches!(t.matcher, Matcher::IntIn(_)),
         FieldType::Bool | FieldType::Addr => false,
-    };
-    match cond {
-        Cond::Test(t) if usable(t) => Some(t),
-        Cond::All(items) => items.iter().find_map(|c| match c {
-            Cond::Test(t) if usable(t) => Some(t),
-            _ => None,
-        }),
-        _ => None,
     }
 }
 
-/// Adds a rule's anchor to its bucket; on error nothing is added.
-fn add_anchor(pending: &mut Vec<PendingAnchor>, t: &Test, rule: u32) -> Res<()> {
-    let mut globs = Vec::new();
-    if !matches!(t.matcher, Matcher::IntIn(_)) {
-        for v in &t.values {
-            globs.push(anchor_glob(t.op, v)?);
+/// Adds a rule's anchors to its bucket; on error nothing is added.
+fn add_anchors(pending: &mut Vec<PendingAnchor>, tests: &[&Test], rule: u32) -> Res<()> {
+    let globs = tests
+        .iter()
+        .map(|t| match t.matcher {
+            Matcher::IntIn(_) => Ok(Vec::new()),
+            _ => t.values.iter().map(|v| anchor_glob(t.op, v)).collect(),
+        })
+        .collect::<Res<Vec<Vec<_>>>>()?;
+    for (t, globs) in tests.iter().zip(globs) {
+        let i = match pending.iter().position(|p| p.field == t.field) {
+            Some(i) => i,
+            None => {
+                pending.push(PendingAnchor {
+                    field: t.field,
+                    globs: GlobSetBuilder::new(),
+                    glob_rules: Vec::new(),
+                    ints: HashMap::new(),
+                });
+                pending.len() - 1
+            }
+        };
+        let p = &mut pending[i];
+        if let Matcher::IntIn(values) = &t.matcher {
+            for v in values {
+                p.ints.entry(*v).or_default().push(rule);
+            }
         }
-    }
-    let i = match pending.iter().position(|p| p.field == t.field) {
-        Some(i) => i,
-        None => {
-            pending.push(PendingAnchor {
-                field: t.field,
-                globs: GlobSetBuilder::new(),
-                glob_rules: Vec::new(),
-                ints: HashMap::new(),
-            });
-            pending.len() - 1
+        for glob in globs {
+            p.globs.add(glob);
+            p.glob_rules.push(rule);
         }
-    };
-    let p = &mut pending[i];
-    if let Matcher::IntIn(values) = &t.matcher {
-        for v in values {
-            p.ints.entry(*v).or_default().push(rule);
-        }
-        return Ok(());
-    }
-    for glob in globs {
-        p.globs.add(glob);
-        p.glob_rules.push(rule);
     }
     Ok(())
 }

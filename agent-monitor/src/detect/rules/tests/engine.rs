@@ -284,3 +284,36 @@ fn many_rules_are_indexed() {
         .is_empty()
     );
 }
+
+/// Rough per-event cost at 1 and 1,000 rules; run with
+/// `cargo test --release -p agent-monitor --lib rules_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "timing, not a check"]
+fn rules_cost() {
+    let build = |n: usize| {
+        let mut text = String::from("rules:\n");
+        for i in 0..n {
+            let class = ["fraud", "onboarding", "compliance"][i % 3];
+            text.push_str(&format!(
+                "  - {{name: r{i}, description: d, classes: {class}, kinds: [open, exec, connect], when: {{any: [{{path: {{starts_with: /data/{i}/}}}}, {{filename: /bin/x{i}}}, {{port: {i}}}]}}, tier: log, summary: s}}\n  - {{name: p{i}, description: d, kinds: open, when: {{path: {{glob: '/srv/{i}/**/*.key'}}}}, tier: log, summary: s}}\n"
+            ));
+        }
+        engine(&text)
+    };
+    let events = [
+        fraud(open("/data/transactions/t.csv", 0)),
+        fraud(exec("/usr/bin/env", &["env"])),
+        fraud(connect("127.0.0.1", 8080)),
+    ];
+    for n in [1, 1000] {
+        let mut e = build(n);
+        let mut out = Vec::new();
+        let rounds = 200_000;
+        let start = std::time::Instant::now();
+        for i in 0..rounds {
+            e.on_event(&events[i % events.len()], &mut out);
+        }
+        let ns = start.elapsed().as_nanos() / rounds as u128;
+        println!("{n} rules: {ns} ns/event, {} findings", out.len());
+    }
+}
