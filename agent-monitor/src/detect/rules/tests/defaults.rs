@@ -268,3 +268,40 @@ fn port_scan_fires_once_past_twenty_ports() {
     }
     assert_eq!(fired_at, [21]);
 }
+
+#[test]
+fn doc_examples_load() {
+    let doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/RULES.md"));
+    let blocks: Vec<&str> = doc
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    assert!(blocks.len() >= 2, "examples missing");
+    // A whole file, then a list of rules.
+    let mut whole = RuleEngine::new(match RuleSet::parse("doc.yaml", blocks[0]) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    });
+    assert_eq!(
+        fired(&mut whole, &fraud(open("/pii/a", 0))),
+        ["pii-access-without-permission"]
+    );
+    let indented: String = blocks[1].lines().map(|l| format!("  {l}\n")).collect();
+    let mut e = engine(&format!("rules:\n{indented}"));
+    assert_eq!(
+        fired(&mut e, &fraud(open("/sensitive/a", 0))),
+        ["restricted-read"]
+    );
+    assert_eq!(
+        fired(&mut e, &fraud(exec("/bin/nc", &["nc", "-e", "sh"]))),
+        ["reverse-shell"]
+    );
+    let chmod = Body::Chmod {
+        path: "/tmp/a/b".into(),
+        dirfd: -100,
+        mode: 0o700,
+        ret: 0,
+    };
+    assert_eq!(fired(&mut e, &fraud(chmod)), ["chmod-x-tmp"]);
+}
