@@ -4,6 +4,7 @@
 pub mod anomaly;
 pub mod baseline;
 pub mod engine;
+pub mod rules;
 pub mod sequence;
 pub mod training;
 pub mod window;

@@ -1,0 +1,254 @@
+//! Which rules can match an event, found without looking at every rule: rules are bucketed by
+//! agent class and event kind, and within a bucket each rule with a string or number test at
+//! the top of its condition (an "anchor") is reached through one GlobSet or hash lookup per
+//! field. Only the rules the anchors select, plus the rules without one, are evaluated, so the
+//! cost per event stays flat as the rule count grows.
+
+use std::collections::{BTreeSet, HashMap};
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use super::{
+    compile::Cond,
+    condition::Op,
+    error::{Located, Res},
+    field::{Ctx, Field, FieldType, Value},
+    kind::{ALL_KINDS, KIND_COUNT, Kind},
+    matcher::{self, Matcher, Test},
+    rule::Rule,
+};
+
+pub(crate) struct Index {
+    /// Classes some rule names; each has its own row of buckets.
+    rows: HashMap<Box<str>, usize>,
+    /// The row for every class no rule names.
+    default_row: usize,
+    buckets: Vec<Bucket>,
+}
+
+#[derive(Default)]
+struct Bucket {
+    /// Rules without an anchor: always evaluated.
+    always: Vec<u32>,
+    anchors: Vec<Anchor>,
+}
+
+/// The anchors of one field within a bucket.
+struct Anchor {
+    field: Field,
+    globs: GlobSet,
+    /// Rule of each glob, by glob number.
+    glob_rules: Vec<u32>,
+    ints: HashMap<i128, Vec<u32>>,
+}
+
+/// Reusable buffers, so that lookups do not allocate.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pub candidates: Vec<u32>,
+    glob_hits: Vec<usize>,
+}
+
+impl Index {
+    /// Cannot fail: an anchor whose globs do not build (already validated, so only a size limit
+    /// could hit) leaves its rules to be evaluated on every event of the bucket instead.
+    pub fn build(rules: &[Rule]) -> Index {
+        let named: BTreeSet<&str> = rules.iter().flat_map(|r| r.scope.named()).collect();
+        let rows: HashMap<Box<str>, usize> = named
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ((*c).into(), i))
+            .collect();
+        let default_row = named.len();
+        // Per bucket and field: the globs and numbers collected before building the sets.
+        let mut pending: Vec<Vec<PendingAnchor>> = Vec::new();
+        let mut buckets: Vec<Bucket> = Vec::new();
+        for _ in 0..=default_row {
+            for _ in ALL_KINDS {
+                buckets.push(Bucket::default());
+                pending.push(Vec::new());
+            }
+        }
+        let row_classes = named.iter().map(|c| Some(*c)).chain([None]);
+        for (row, class) in row_classes.enumerate() {
+            for (i, rule) in rules.iter().enumerate() {
+                let applies = match class {
+                    Some(c) => rule.scope.applies(c),
+                    None => rule.scope.classes.is_none(),
+                };
+                if !applies {
+                    continue;
+                }
+                let Ok(id) = u32::try_from(i) else { break };
+                for kind in &rule.kinds {
+                    let b = row * KIND_COUNT + kind.index();
+                    let anchored = anchors(&rule.cond)
+                        .is_some_and(|t| add_anchors(&mut pending[b], &t, id).is_ok());
+                    if !anchored {
+                        buckets[b].always.push(id);
+                    }
+                }
+            }
+        }
+        for (bucket, anchors) in buckets.iter_mut().zip(pending) {
+            for p in anchors {
+                let Ok(globs) = p.globs.build() else {
+                    bucket.always.extend(&p.glob_rules);
+                    bucket.always.extend(p.ints.values().flatten());
+                    bucket.always.sort_unstable();
+                    bucket.always.dedup();
+                    continue;
+                };
+                bucket.anchors.push(Anchor {
+                    field: p.field,
+                    globs,
+                    glob_rules: p.glob_rules,
+                    ints: p.ints,
+                });
+            }
+        }
+        Index {
+            rows,
+            default_row,
+            buckets,
+        }
+    }
+
+    /// Fills `scratch.candidates` with the rules that may match, in rule order.
+    pub fn candidates(&self, kind: Kind, cx: &Ctx<'_>, scratch: &mut Scratch) {
+        let row = self.rows.get(cx.class).copied().unwrap_or(self.default_row);
+        let out = &mut scratch.candidates;
+        out.clear();
+        let Some(bucket) = self.buckets.get(row * KIND_COUNT + kind.index()) else {
+            return;
+        };
+        out.extend_from_slice(&bucket.always);
+        if bucket.anchors.is_empty() {
+            return;
+        }
+        for a in &bucket.anchors {
+            a.collect(cx.get(a.field), out, &mut scratch.glob_hits);
+        }
+        out.sort_unstable();
+        out.dedup();
+    }
+}
+
+impl Anchor {
+    fn collect(&self, value: Value<'_>, out: &mut Vec<u32>, hits: &mut Vec<usize>) {
+        match value {
+            Value::Str(s) => {
+                if !self.globs.is_empty() {
+                    self.globs.matches_into(s, hits);
+                    out.extend(hits.iter().filter_map(|g| self.glob_rules.get(*g)));
+                }
+            }
+            Value::Int(i) => {
+                if let Some(rules) = self.ints.get(&i) {
+                    out.extend_from_slice(rules);
+                }
+            }
+            Value::StrList(items) => {
+                for s in items {
+                    self.collect(Value::Str(s), out, hits);
+                }
+            }
+            Value::IntList(items) => {
+                for i in items {
+                    self.collect(Value::Int((*i).into()), out, hits);
+                }
+            }
+            Value::Bool(_) | Value::Addr(_) | Value::Missing => {}
+        }
+    }
+}
+
+struct PendingAnchor {
+    field: Field,
+    globs: GlobSetBuilder,
+    glob_rules: Vec<u32>,
+    ints: HashMap<i128, Vec<u32>>,
+}
+
+/// Tests at least one of which holds whenever the condition holds: a string test (as globs)
+/// or a number `equals`/`in`; for `all`, the first child that has anchors; for `any`, the
+/// union of its children's anchors if every child has some. `None`: evaluate always.
+fn anchors(cond: &Cond) -> Option<Vec<&Test>> {
+    match cond {
+        Cond::Test(t) => usable(t).then(|| vec![t]),
+        Cond::All(items) => items.iter().find_map(anchors),
+        Cond::Any(items) => {
+            let mut out = Vec::new();
+            for i in items.iter() {
+                out.extend(anchors(i)?);
+            }
+            (!out.is_empty()).then_some(out)
+        }
+        Cond::True | Cond::Not(_) => None,
+    }
+}
+
+fn usable(t: &Test) -> bool {
+    match t.field.ty() {
+        FieldType::Str => matches!(
+            t.op,
+            Op::Equals | Op::In | Op::StartsWith | Op::EndsWith | Op::Contains | Op::Glob
+        ),
+        FieldType::Int => matches!(t.matcher, Matcher::IntIn(_)),
+        FieldType::Bool | FieldType::Addr => false,
+    }
+}
+
+/// Adds a rule's anchors to its bucket; on error nothing is added.
+fn add_anchors(pending: &mut Vec<PendingAnchor>, tests: &[&Test], rule: u32) -> Res<()> {
+    let globs = tests
+        .iter()
+        .map(|t| match t.matcher {
+            Matcher::IntIn(_) => Ok(Vec::new()),
+            _ => t.values.iter().map(|v| anchor_glob(t.op, v)).collect(),
+        })
+        .collect::<Res<Vec<Vec<_>>>>()?;
+    for (t, globs) in tests.iter().zip(globs) {
+        let i = match pending.iter().position(|p| p.field == t.field) {
+            Some(i) => i,
+            None => {
+                pending.push(PendingAnchor {
+                    field: t.field,
+                    globs: GlobSetBuilder::new(),
+                    glob_rules: Vec::new(),
+                    ints: HashMap::new(),
+                });
+                pending.len() - 1
+            }
+        };
+        let p = &mut pending[i];
+        if let Matcher::IntIn(values) = &t.matcher {
+            for v in values {
+                p.ints.entry(*v).or_default().push(rule);
+            }
+        }
+        for glob in globs {
+            p.globs.add(glob);
+            p.glob_rules.push(rule);
+        }
+    }
+    Ok(())
+}
+
+/// A glob that accepts exactly what the string test accepts, so an anchor never drops a match.
+fn anchor_glob(op: Op, value: &str) -> Res<globset::Glob> {
+    if op == Op::Glob {
+        return matcher::glob(value, 0);
+    }
+    let e = globset::escape(value);
+    let pattern = match op {
+        Op::StartsWith => format!("{e}*"),
+        Op::EndsWith => format!("*{e}"),
+        Op::Contains => format!("*{e}*"),
+        _ => e,
+    };
+    GlobBuilder::new(&pattern)
+        .literal_separator(false)
+        .build()
+        .map_err(|e| Located::new(0, format!("glob index: {e}")))
+}
