@@ -73,6 +73,24 @@ impl Pipeline {
         self.detection.as_mut()
     }
 
+    /// Reloads the rules from `dir` between two batches, so no event is skipped; a directory
+    /// with any error leaves the rules in force unchanged.
+    pub fn reload_rules(&mut self, dir: &std::path::Path) {
+        let Some(detection) = &mut self.detection else {
+            return;
+        };
+        match crate::detect::rules::RuleSet::load_dir(dir) {
+            Ok(set) => {
+                log::info!("rules reloaded from {}: {} rules", dir.display(), set.len());
+                detection.reload_rules(set);
+            }
+            Err(e) => log::error!(
+                "rules not reloaded, the {} rules in force stay: {e}",
+                detection.rules().map_or(0, |r| r.len())
+            ),
+        }
+    }
+
     pub fn process(&mut self, batch: &Batch) -> anyhow::Result<()> {
         for record in batch.iter() {
             self.stats.records += 1;

@@ -104,7 +104,13 @@ async fn demo(
             .join(", ")
     );
 
-    live::run_until_stopped(&mut source, &mut pipeline, Some(opts.duration)).await?;
+    live::run_until_stopped(
+        &mut source,
+        &mut pipeline,
+        Some(opts.duration),
+        Some(&config.detection.rules_dir),
+    )
+    .await?;
     for mut child in children {
         let _ = child.kill();
         let _ = child.wait();

@@ -13,7 +13,7 @@ use agent_monitor::{
     ebpf::{Kernel, LoadOptions, Platform},
     identity::AgentRegistry,
     pipeline::Pipeline,
-    source::{Batch, LiveOptions, LiveSource},
+    source::{Batch, EventSource as _, LiveOptions, LiveSource},
     trace::{TraceHeader, TraceWriter},
 };
 use anyhow::Context as _;
@@ -72,7 +72,13 @@ pub async fn run(
         std::fs::write(ready, b"ready\n")
             .with_context(|| format!("writing {}", ready.display()))?;
     }
-    run_until_stopped(&mut source, &mut pipeline, args.duration).await?;
+    run_until_stopped(
+        &mut source,
+        &mut pipeline,
+        args.duration,
+        Some(&config.detection.rules_dir),
+    )
+    .await?;
     log::info!("stopped: {:?}", pipeline.stats);
     if let Some(path) = &args.stats_file {
         std::fs::write(path, serde_json::to_string(&pipeline.stats)?)
@@ -81,29 +87,44 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs until SIGINT/SIGTERM or `duration`, then drains what the kernel still holds.
+/// Runs until SIGINT/SIGTERM or `duration`, then drains what the kernel still holds. SIGHUP
+/// reloads the rules from `rules_dir` between two batches.
 pub async fn run_until_stopped(
     source: &mut LiveSource,
     pipeline: &mut Pipeline,
     duration: Option<Duration>,
+    rules_dir: Option<&Path>,
 ) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let stop = async move {
-        let deadline = async {
-            match duration {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-            () = deadline => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    let deadline = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
         }
     };
-    pipeline.run(source, stop).await?;
+    tokio::pin!(deadline);
     let mut batch = Batch::default();
+    loop {
+        tokio::select! {
+            more = source.next_batch(&mut batch) => {
+                if !more? {
+                    break;
+                }
+                pipeline.process(&batch)?;
+            }
+            _ = hup.recv() => {
+                if let Some(dir) = rules_dir {
+                    pipeline.reload_rules(dir);
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            () = &mut deadline => break,
+        }
+    }
+    pipeline.flush()?;
     source.finish(&mut batch)?;
     pipeline.process(&batch)?;
     pipeline.finish()

@@ -9,7 +9,10 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use agent_monitor::{
     config::Config,
-    detect::engine::Detection,
+    detect::{
+        engine::Detection,
+        rules::{RuleEngine, RuleSet},
+    },
     ebpf::Platform,
     pipeline::Pipeline,
     source::ReplaySource,
@@ -211,9 +214,22 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The detection stage with the configured class models (a class without one learns on-line).
+/// The detection stage with the configured rules and class models (a class without a model
+/// learns on-line). A rule file or model with an error stops the start: running while believing
+/// an agent is covered when it is not is worse than not starting.
 fn detection(config: &Config) -> anyhow::Result<Detection> {
     let mut detection = Detection::new(&config.detection)?;
+    let rules_dir = &config.detection.rules_dir;
+    if rules_dir.is_dir() {
+        let set = RuleSet::load_dir(rules_dir)?;
+        log::info!("{} rules loaded from {}", set.len(), rules_dir.display());
+        detection.set_rules(RuleEngine::new(set));
+    } else {
+        log::warn!(
+            "no rules directory {}: no rules in force",
+            rules_dir.display()
+        );
+    }
     let dir = &config.detection.models_dir;
     if dir.is_dir() {
         let classes = detection.load_models(dir)?;

@@ -7,6 +7,7 @@ use std::{collections::HashSet, path::Path, sync::Arc, time::Duration};
 use super::{
     Contribution, Finding, Source,
     baseline::{Baselines, LearningPolicy, ModelError, State},
+    rules::{RuleEngine, RuleSet},
     window::{PathClassifier, Window, Windower},
 };
 use crate::{config::Detection as DetectionConfig, event::Event};
@@ -19,6 +20,7 @@ pub const DEFAULT_REPORT_THRESHOLD: f64 = 0.5;
 const TOP_FEATURES: usize = 5;
 
 pub struct Detection {
+    rules: Option<RuleEngine>,
     windower: Windower<PathClassifier>,
     pub baselines: Baselines,
     /// Agents under containment: their windows are scored but never learned from.
@@ -46,6 +48,7 @@ impl Detection {
             ..LearningPolicy::default()
         };
         Ok(Self {
+            rules: None,
             windower: Windower::new(
                 Duration::from_secs(config.window_secs),
                 WINDOW_GRACE,
@@ -63,6 +66,22 @@ impl Detection {
     /// Loads the class models under `dir` (a missing directory means every class learns).
     pub fn load_models(&mut self, dir: &Path) -> Result<Vec<String>, ModelError> {
         self.baselines.load_dir(dir)
+    }
+
+    pub fn set_rules(&mut self, engine: RuleEngine) {
+        self.rules = Some(engine);
+    }
+
+    /// Swaps in a validated rule set; rate windows of unchanged rules carry over.
+    pub fn reload_rules(&mut self, set: RuleSet) {
+        match &mut self.rules {
+            Some(engine) => engine.reload(set),
+            None => self.rules = Some(RuleEngine::new(set)),
+        }
+    }
+
+    pub fn rules(&self) -> Option<&RuleSet> {
+        self.rules.as_ref().map(RuleEngine::rules)
     }
 
     /// Unix minus boot time in ns, so that windows know their hour of day.
@@ -91,6 +110,11 @@ impl Detection {
         self.now_ns = self.now_ns.max(event.ts_ns);
         if event.agent.is_none() && self.unidentified.insert(event.cgroup_id) {
             self.push(out, unidentified(event));
+        }
+        if let Some(rules) = &mut self.rules {
+            let before = out.len();
+            rules.on_event(event, out);
+            self.stats.findings += (out.len() - before) as u64;
         }
         self.windower.add(event, &mut self.closed);
         self.score_closed(out);

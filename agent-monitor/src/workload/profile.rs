@@ -77,10 +77,9 @@ impl Profile {
 
 fn fraud(root: &Path, tick: u32, k: u32, service: SocketAddr) -> anyhow::Result<()> {
     let batch = read(&root.join(format!("transactions/batch-{k:03}.csv")))?;
-    let lines = batch.lines().skip(1).take(3).count();
-    for _ in 0..lines {
-        call(service, b"score txn\n")?;
-    }
+    // One scoring call per batch, naming how many transactions it carries.
+    let txns = batch.lines().skip(1).count();
+    call(service, format!("score {txns}\n").as_bytes())?;
     if tick.is_multiple_of(20) {
         append(&root.join("reports/fraud-alerts.log"), "batch flagged\n")?;
     }
@@ -89,7 +88,7 @@ fn fraud(root: &Path, tick: u32, k: u32, service: SocketAddr) -> anyhow::Result<
 
 fn onboarding(root: &Path, tick: u32, k: u32, service: SocketAddr) -> anyhow::Result<()> {
     read(&root.join(format!("customers/applications/app-{k:03}.json")))?;
-    read(&root.join(format!("pii/customers/c-{k:03}.json")))?;
+    read(&root.join(format!("customers/records/c-{k:03}.json")))?;
     call(service, b"kyc check\n")?;
     fs::write(
         root.join(format!("customers/accounts/acct-{k:03}.json")),
@@ -133,7 +132,7 @@ pub fn prepare_data(dir: &Path) -> anyhow::Result<()> {
         "transactions",
         "customers/applications",
         "customers/accounts",
-        "pii/customers",
+        "customers/records",
         "reports",
         "policies",
     ] {
@@ -151,7 +150,7 @@ pub fn prepare_data(dir: &Path) -> anyhow::Result<()> {
             format!("{{\"application\":{k},\"product\":\"current-account\"}}\n"),
         )?;
         fs::write(
-            dir.join(format!("pii/customers/c-{k:03}.json")),
+            dir.join(format!("customers/records/c-{k:03}.json")),
             format!("{{\"customer\":{k},\"name\":\"Customer {k}\",\"dob\":\"1980-01-01\"}}\n"),
         )?;
     }

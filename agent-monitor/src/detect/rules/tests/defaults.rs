@@ -141,7 +141,7 @@ fn attacks_fire_with_sensible_tiers() {
         ),
         (
             "fraud",
-            open("/data/customers/c1.json", 0),
+            open("/srv/customers/c1.json", 0),
             "pii-access-without-permission",
             Tier::Contain,
         ),
@@ -165,19 +165,19 @@ fn attacks_fire_with_sensible_tiers() {
         ),
         (
             "fraud",
-            open("/data/models/x.bin", 0),
+            open("/srv/models/x.bin", 0),
             "fraud-data-outside-transactions",
             Tier::Log,
         ),
         (
             "fraud",
-            open("/data/transactions/t.csv", 2),
+            open("/srv/transactions/t.csv", 2),
             "fraud-writes-transactions",
             Tier::Contain,
         ),
         (
             "fraud",
-            rename("/data/transactions/t.csv", "/tmp/t"),
+            rename("/srv/transactions/t.csv", "/tmp/t"),
             "fraud-deletes-transactions",
             Tier::Contain,
         ),
@@ -190,14 +190,14 @@ fn attacks_fire_with_sensible_tiers() {
         ("fraud", dns("example.com"), "fraud-dns-external", Tier::Log),
         (
             "onboarding",
-            open("/data/transactions/t.csv", 0),
+            open("/srv/transactions/t.csv", 0),
             "onboarding-reads-transactions",
             Tier::RateLimit,
         ),
         (
             "onboarding",
             Body::Unlink {
-                path: "/data/customers/c1.json".into(),
+                path: "/srv/customers/c1.json".into(),
                 dirfd: -100,
                 flags: 0,
                 ret: 0,
@@ -207,13 +207,13 @@ fn attacks_fire_with_sensible_tiers() {
         ),
         (
             "compliance",
-            open("/data/customers/c1.json", 1),
+            open("/srv/customers/c1.json", 1),
             "compliance-writes-audited-data",
             Tier::Contain,
         ),
         (
             "compliance",
-            chmod("/data/transactions/t.csv", 0o666),
+            chmod("/srv/transactions/t.csv", 0o666),
             "compliance-deletes-audited-data",
             Tier::Contain,
         ),
@@ -235,11 +235,11 @@ fn attacks_fire_with_sensible_tiers() {
 fn permitted_pii_access_is_quiet() {
     let mut e = shipped();
     assert_eq!(
-        check(&mut e, "onboarding", open("/data/customers/c1.json", 2)),
+        check(&mut e, "onboarding", open("/srv/customers/c1.json", 2)),
         []
     );
     assert_eq!(
-        check(&mut e, "compliance", open("/data/customers/c1.json", 0)),
+        check(&mut e, "compliance", open("/srv/customers/c1.json", 0)),
         []
     );
     assert_eq!(
@@ -247,7 +247,7 @@ fn permitted_pii_access_is_quiet() {
         []
     );
     assert_eq!(
-        check(&mut e, "fraud", open("/data/transactions/t.csv", 0)),
+        check(&mut e, "fraud", open("/srv/transactions/t.csv", 0)),
         []
     );
 }
