@@ -1,6 +1,7 @@
-//! Project tasks: `cargo xtask bench capture`.
+//! Project tasks: `cargo xtask bench capture`, `cargo xtask bench pipeline`.
 
 mod capture;
+mod pipeline;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ enum Task {
 enum Bench {
     /// Syscall tax with no daemon, unmonitored and monitored cgroups; delivered vs generated.
     Capture(capture::Options),
+    /// Userspace pipeline in replay: events per CPU-second by stage, and rule-count scaling.
+    Pipeline(pipeline::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +34,16 @@ fn main() -> anyhow::Result<()> {
         Task::Bench {
             which: Bench::Capture(opts),
         } => capture::run(&opts),
+        Task::Bench {
+            which: Bench::Pipeline(opts),
+        } => pipeline::run(&opts),
     }
+}
+
+fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context as _;
+    Ok(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has a parent")?
+        .to_owned())
 }

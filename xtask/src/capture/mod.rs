@@ -59,7 +59,7 @@ const SETTINGS: [&str; 4] = [
 ];
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
-    let root = workspace_root()?;
+    let root = crate::workspace_root()?;
     let status = Command::new("cargo")
         .args(["build", "--release", "-p", "agent-monitor"])
         .current_dir(&root)
@@ -260,13 +260,6 @@ fn print_table(r: &Value) {
     for key in ["sustained", "startup", "flood"] {
         println!("{key}: {}", r[key]);
     }
-}
-
-fn workspace_root() -> anyhow::Result<PathBuf> {
-    Ok(Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask has a parent")?
-        .to_owned())
 }
 
 #[derive(Clone, Copy, Debug, Default)]
