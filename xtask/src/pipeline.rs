@@ -4,10 +4,7 @@
 //! measuring this thread's CPU time: events per second per core, for decode + identity, + feature
 //! windows, + the shipped rules, + anomaly scoring, and the per-event cost at 1 to 1,000 rules.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{path::Path, process::Command};
 
 use agent_monitor::{
     config::Config,
@@ -146,7 +143,7 @@ fn train(root: &Path, trace: &Path, models: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load(trace: &PathBuf) -> anyhow::Result<Vec<Vec<u8>>> {
+fn load(trace: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     let mut reader = TraceReader::open(trace).with_context(|| trace.display().to_string())?;
     let mut records = Vec::new();
     let mut buf = Vec::new();
