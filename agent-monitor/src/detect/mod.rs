@@ -1,6 +1,9 @@
 //! Detection: feature windows, per-class baselines, anomaly models and rules, all producing
 //! [`Finding`]s that the decision policy turns into a tier.
 
+pub mod anomaly;
+pub mod sequence;
+
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
