@@ -179,12 +179,15 @@ impl TraceFeatures {
             })
             .collect();
         out.extend(
-            ["freq:other", "novel_ngrams", "log_length", "distinct_syscalls"].map(String::from),
+            [
+                "freq:other",
+                "novel_ngrams",
+                "log_length",
+                "distinct_syscalls",
+            ]
+            .map(String::from),
         );
-        Self {
-            vocab,
-            names: out,
-        }
+        Self { vocab, names: out }
     }
 
     fn row(&self, ids: &[u16], novelty: f64) -> Vec<f64> {
@@ -302,7 +305,9 @@ fn evaluate_variant(
         for t in traces {
             let nov = seq.score(t);
             let sq = seq_cal.score(nov);
-            let w = window.score(ndarray::ArrayView1::from(&features.row(t, nov)))?.score;
+            let w = window
+                .score(ndarray::ArrayView1::from(&features.row(t, nov)))?
+                .score;
             s.sequence.push(sq);
             s.window.push(w);
             s.combined.push(0.5 * (sq + w));
@@ -442,7 +447,10 @@ mod tests {
         write(dir.path(), "t.txt", "3 4 5x 6\n");
         let err = read_trace(&dir.path().join("t.txt")).expect_err("malformed");
         let msg = err.to_string();
-        assert!(msg.contains("t.txt") && msg.contains("5x") && msg.contains("token 3"), "{msg}");
+        assert!(
+            msg.contains("t.txt") && msg.contains("5x") && msg.contains("token 3"),
+            "{msg}"
+        );
         write(dir.path(), "big.txt", "70000");
         assert!(matches!(
             read_trace(&dir.path().join("big.txt")),
@@ -454,7 +462,10 @@ mod tests {
             Err(EvalError::EmptyTrace { .. })
         ));
         write(dir.path(), "ok.txt", "6 6 63\n");
-        assert_eq!(read_trace(&dir.path().join("ok.txt")).expect("ok"), [6, 6, 63]);
+        assert_eq!(
+            read_trace(&dir.path().join("ok.txt")).expect("ok"),
+            [6, 6, 63]
+        );
     }
 
     #[test]
@@ -475,11 +486,21 @@ mod tests {
         };
         for k in 0..40 {
             write(dir.path(), &format!("training/UTD-{k}.txt"), &normal(k));
-            write(dir.path(), &format!("validation/UVD-{k}.txt"), &normal(k + 2));
+            write(
+                dir.path(),
+                &format!("validation/UVD-{k}.txt"),
+                &normal(k + 2),
+            );
         }
         for k in 0..10 {
-            let attack = (0..60).map(|i| (i * 7 % 13 + 20).to_string()).collect::<Vec<_>>();
-            write(dir.path(), &format!("attack/Evil_{}/UAD-{k}.txt", k % 2 + 1), &attack.join(" "));
+            let attack = (0..60)
+                .map(|i| (i * 7 % 13 + 20).to_string())
+                .collect::<Vec<_>>();
+            write(
+                dir.path(),
+                &format!("attack/Evil_{}/UAD-{k}.txt", k % 2 + 1),
+                &attack.join(" "),
+            );
         }
         let report = evaluate_adfa(dir.path(), AdfaParams::default()).expect("evaluate");
         assert_eq!(report.attack_traces, 10);
@@ -489,17 +510,48 @@ mod tests {
         assert!(serde_json::to_string(&report).is_ok());
     }
 
-    /// The bar on the real dataset: `cargo test --release -p agent-monitor --lib -- --ignored adfa`.
-    #[test]
-    #[ignore = "needs the ADFA-LD dataset; run in release mode"]
-    fn adfa_real_dataset_meets_the_bar() {
-        let dir = std::env::var_os("ADFA_LD_DIR")
-            .map_or_else(|| PathBuf::from("/work/shared/datasets/adfa-ld"), PathBuf::from);
+    fn real_report() -> AdfaReport {
+        let dir = std::env::var_os("ADFA_LD_DIR").map_or_else(
+            || PathBuf::from("/work/shared/datasets/adfa-ld"),
+            PathBuf::from,
+        );
         let report = evaluate_adfa(&dir, AdfaParams::default()).expect("evaluate");
         println!("{report}");
-        for v in [&report.as_recorded, &report.artifact_stripped] {
+        report
+    }
+
+    /// Guards the figures reached so far (docs/ANOMALY-MODELS.md) and that stripping the
+    /// recording artifact does not change them: `cargo test --release -p agent-monitor --lib --
+    /// --ignored adfa_regression`.
+    #[test]
+    #[ignore = "needs the ADFA-LD dataset; run in release mode"]
+    fn adfa_regression_floor() {
+        let r = real_report();
+        for v in [&r.as_recorded, &r.artifact_stripped] {
+            assert!(v.combined.auc >= 0.83, "AUC {}", v.combined.auc);
+            assert!(
+                v.combined.dr_at_5pct >= 0.27,
+                "DR@5% {}",
+                v.combined.dr_at_5pct
+            );
+        }
+        let gap = (r.as_recorded.combined.auc - r.artifact_stripped.combined.auc).abs();
+        assert!(gap < 0.02, "artifact changes the AUC by {gap}");
+    }
+
+    /// The target (AUC >= 0.90, DR >= 50% at 5% false alarms). NOT met yet: this test fails
+    /// until the models improve; see docs/ANOMALY-MODELS.md.
+    #[test]
+    #[ignore = "needs the ADFA-LD dataset; run in release mode; target not met yet"]
+    fn adfa_meets_the_bar() {
+        let r = real_report();
+        for v in [&r.as_recorded, &r.artifact_stripped] {
             assert!(v.combined.auc >= 0.90, "AUC {}", v.combined.auc);
-            assert!(v.combined.dr_at_5pct >= 0.50, "DR@5% {}", v.combined.dr_at_5pct);
+            assert!(
+                v.combined.dr_at_5pct >= 0.50,
+                "DR@5% {}",
+                v.combined.dr_at_5pct
+            );
         }
     }
 }
