@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod detect;
 pub mod ebpf;
+pub mod eval;
 pub mod event;
 pub mod identity;
 pub mod pipeline;

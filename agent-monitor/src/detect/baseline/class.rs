@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::{ClassKnowledge, FeatureSchema};
 use crate::detect::{
     Contribution,
-    anomaly::WindowModel,
-    sequence::SequenceModel,
+    anomaly::{AnomalyError, WindowModel, WindowParams, severity},
+    sequence::{SequenceModel, SequenceParams},
     window::{MAX_SEQUENCE, Window},
 };
 
@@ -38,7 +38,10 @@ pub struct ClassModel {
 /// A window's score against its class.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WindowScore {
+    /// Severity in [0, 1] (see [`severity`]).
     pub score: f64,
+    /// Share of the class's training windows that scored lower.
+    pub calibrated: f64,
     pub top_features: Vec<Contribution>,
     /// Share of the window's n-grams never seen for the class.
     pub seq_novelty: f64,
@@ -95,19 +98,21 @@ impl ClassModel {
                 .collect();
             let held = windows.iter().enumerate().filter(|(i, _)| in_fold(*i));
             let fold_knowledge = knowledge_of(&rest);
-            let fold_sequence = SequenceModel::train(sequences(&rest));
+            let fold_sequence = SequenceModel::train(sequences(&rest), SequenceParams::default());
             for (i, &w) in held {
                 let novelty = window_novelty(&fold_sequence, w);
                 let v = schema.vector(w, &fold_knowledge, novelty, w.unix_end_s);
                 rows.row_mut(i).assign(&ndarray::ArrayView1::from(&v));
             }
         }
-        let window = WindowModel::fit(&rows, names).map_err(|e| FitError::Model {
-            class: class.to_owned(),
-            reason: e.to_string(),
+        let window = WindowModel::fit(&rows, &names, WindowParams::default()).map_err(|e| {
+            FitError::Model {
+                class: class.to_owned(),
+                reason: e.to_string(),
+            }
         })?;
         Ok(Self {
-            sequence: SequenceModel::train(sequences(windows)),
+            sequence: SequenceModel::train(sequences(windows), SequenceParams::default()),
             schema,
             knowledge,
             window,
@@ -115,27 +120,28 @@ impl ClassModel {
         })
     }
 
-    pub fn score(&self, window: &Window) -> WindowScore {
+    pub fn score(&self, window: &Window) -> Result<WindowScore, AnomalyError> {
         let seq_novelty = window_novelty(&self.sequence, window);
         let v = self
             .schema
             .vector(window, &self.knowledge, seq_novelty, window.unix_end_s);
-        let (score, top_features) = self.window.score(&v);
-        WindowScore {
-            score,
-            top_features,
+        let s = self.window.score(ndarray::ArrayView1::from(&v))?;
+        Ok(WindowScore {
+            score: severity(s.score),
+            calibrated: s.score,
+            top_features: s.top,
             seq_novelty,
-        }
+        })
     }
 }
 
 /// Novel n-grams over all of a window's threads, as a share of its n-grams.
 fn window_novelty(model: &SequenceModel, window: &Window) -> f64 {
-    let (mut novel, mut total) = (0u64, 0u64);
+    let (mut novel, mut total) = (0usize, 0usize);
     for seq in window.stats.sequences.values() {
-        let (n, t) = model.novel_ngrams(seq);
-        novel += n;
-        total += t;
+        let n = model.novelty(seq);
+        novel += n.novel;
+        total += n.total;
     }
     if total == 0 {
         0.0

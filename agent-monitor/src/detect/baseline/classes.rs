@@ -117,7 +117,13 @@ impl Baselines {
             .classes
             .entry(window.agent.class.clone())
             .or_insert_with(ClassBaseline::learning);
-        let score = b.model.as_ref().map(|m| m.score(window));
+        let score = b.model.as_ref().and_then(|m| match m.score(window) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("class {}: window not scored: {e}", window.agent.class);
+                None
+            }
+        });
         let healthy = !window.lossy()
             && !contained
             && score

@@ -152,8 +152,8 @@ fn learns_a_normal_workload_then_flags_an_injected_change() {
     let [normal, hostile] = &windows(&later)[..] else {
         panic!("two windows")
     };
-    let normal = model.score(normal);
-    let hostile = model.score(hostile);
+    let normal = model.score(normal).expect("score");
+    let hostile = model.score(hostile).expect("score");
     assert!(normal.score < 0.5, "a normal window scores low: {normal:?}");
     assert!(
         hostile.score > 0.9,
