@@ -73,14 +73,12 @@ async fn demo(
     }
     pipeline.process(&batch)?;
 
-    let service = services::start(services::DEMO_PORT)
-        .await
-        .with_context(|| {
-            format!(
-                "starting the demo service on 127.0.0.1:{}",
-                services::DEMO_PORT
-            )
-        })?;
+    let service = services::start(services::DEMO_PORT).with_context(|| {
+        format!(
+            "starting the demo service on 127.0.0.1:{}",
+            services::DEMO_PORT
+        )
+    })?;
     let data = tempfile::tempdir().context("creating the demo data directory")?;
     prepare_data(data.path())?;
     let exe = std::env::current_exe()?;

@@ -2,6 +2,7 @@
 //! `--config FILE` when given; command-line flags then override single keys.
 
 mod demo;
+mod eval;
 mod live;
 mod train;
 
@@ -103,6 +104,8 @@ enum Command {
     },
     /// Learn a class baseline from recorded traces of healthy agents.
     Train(train::TrainArgs),
+    /// Score labelled traces (ADFA-LD or recorded ones): ROC AUC and detection at 1% and 5%.
+    Eval(eval::EvalArgs),
     /// Check what this kernel and host provide.
     Probe,
     /// Run a scripted workload (used by the demo, tests and benchmarks).
@@ -117,6 +120,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Train(args) => train::run(&args),
+        Command::Eval(args) => eval::run(&args),
         Command::Probe => {
             let (_, report) = Platform::probe()?;
             print!("{report}");
@@ -208,7 +212,7 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             })
             .await
         }
-        Command::Probe | Command::Workload { .. } | Command::Train(_) => {
+        Command::Probe | Command::Workload { .. } | Command::Train(_) | Command::Eval(_) => {
             unreachable!("handled synchronously")
         }
     }

@@ -63,10 +63,14 @@ impl Profile {
         let mut tick: u32 = 0;
         while start.elapsed() < duration {
             let k = rng.below(RECORDS);
-            match self {
-                Profile::Fraud => fraud(root, tick, k, service)?,
-                Profile::Onboarding => onboarding(root, tick, k, service)?,
-                Profile::Compliance => compliance(root, tick, k, service)?,
+            let step = match self {
+                Profile::Fraud => fraud(root, tick, k, service),
+                Profile::Onboarding => onboarding(root, tick, k, service),
+                Profile::Compliance => compliance(root, tick, k, service),
+            };
+            // Like a real agent, a failed call is reported and the work goes on.
+            if let Err(e) = step {
+                eprintln!("{} agent: {e:#}", self.class());
             }
             tick = tick.wrapping_add(1);
             std::thread::sleep(Duration::from_millis(30 + u64::from(rng.below(60))));
