@@ -6,4 +6,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 . scripts/env.sh
 cargo build --release -p agent-monitor
+if [ $# -eq 0 ]; then
+    # Three agents, one per class; halfway through the fraud agent turns hostile.
+    set -- --duration 40s --hostile fraud
+fi
 exec ./target/release/agent-monitor demo "$@"

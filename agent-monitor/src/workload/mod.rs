@@ -3,6 +3,7 @@
 //!
 //! Steps (one argument each): `getppid:N`, `read:PATH`, `write:PATH`, `unlink:PATH`,
 //! `rename:FROM:TO`, `chmod:PATH:OCTAL`, `connect:HOST:PORT` (TCP, sends a line, reads a reply),
+//! `scan:HOST:FROM-TO` (a TCP connect to every port in the range, failures ignored),
 //! `udp:HOST:PORT`, `dns:NAME@HOST:PORT` (one DNS query over UDP), `exec:PATH[:ARG...]` (runs a
 //! program and waits), `sleep:MS`, `exit:CODE`, `agent:CLASS:SECS:HOST:PORT` (a representative
 //! agent of that class, see [`profile`]), and for benchmarks `loop:OP:N` which runs `getppid`,
@@ -39,6 +40,7 @@ pub enum Step {
     Exit(i32),
     Loop(String, u64),
     Agent(profile::Profile, Duration, SocketAddr),
+    Scan(String, u16, u16),
 }
 
 impl std::str::FromStr for Step {
@@ -86,6 +88,16 @@ impl std::str::FromStr for Step {
                     .rsplit_once(':')
                     .ok_or_else(|| anyhow!("step {s:?}: loop:OP:N"))?;
                 Step::Loop(o.into(), num(n)?)
+            }
+            "scan" => {
+                let bad = || anyhow!("step {s:?}: scan:HOST:FROM-TO");
+                let (host, range) = arg.rsplit_once(':').ok_or_else(bad)?;
+                let (from, to) = range.split_once('-').ok_or_else(bad)?;
+                Step::Scan(
+                    host.into(),
+                    from.parse().map_err(|_| bad())?,
+                    to.parse().map_err(|_| bad())?,
+                )
             }
             "agent" => {
                 let mut parts = arg.splitn(3, ':');
@@ -157,6 +169,13 @@ fn run_step(step: &Step) -> anyhow::Result<()> {
             println!("{op} {ns:.1}");
         }
         Step::Agent(profile, duration, service) => profile.run(*duration, *service)?,
+        Step::Scan(host, from, to) => {
+            for port in *from..=*to {
+                if let Ok(addr) = resolve(&format!("{host}:{port}")) {
+                    let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -238,6 +257,10 @@ mod tests {
             )
         );
         assert!("agent:miner:5:127.0.0.1:80".parse::<Step>().is_err());
+        assert_eq!(
+            "scan:127.0.0.1:20-25".parse::<Step>().unwrap(),
+            Step::Scan("127.0.0.1".into(), 20, 25)
+        );
         assert!("bogus:1".parse::<Step>().is_err());
         assert!("getppid:x".parse::<Step>().is_err());
     }

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 
 use crate::cgroup;
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct AgentSpawn {
     binds: Vec<(PathBuf, PathBuf)>,
 }
