@@ -82,7 +82,9 @@ fn a_learned_agent_that_turns_hostile_is_reported_by_rules_and_model() {
         .filter(|f| f["source"]["type"] == "window")
         .collect();
     assert!(
-        window.iter().any(|f| f["score"].as_f64().unwrap_or(0.0) >= 0.7),
+        window
+            .iter()
+            .any(|f| f["score"].as_f64().unwrap_or(0.0) >= 0.7),
         "a window finding of severity >= 0.7 among {window:#?}"
     );
 
@@ -114,5 +116,8 @@ fn a_learned_agent_that_turns_hostile_is_reported_by_rules_and_model() {
         .unwrap();
     assert!(status.success());
     let meta = std::fs::read_to_string(models.join("fraud/meta.yaml")).unwrap();
-    assert!(meta.contains("class: fraud") && meta.contains("window_secs: 1"), "{meta}");
+    assert!(
+        meta.contains("class: fraud") && meta.contains("window_secs: 1"),
+        "{meta}"
+    );
 }

@@ -63,7 +63,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
                 let (windows, _) = windows_of_trace(p, &config.detection)
                     .with_context(|| format!("reading {}", p.display()))?;
                 let mut best = None::<f64>;
-                for w in windows.iter().filter(|w| &*w.agent.class == class) {
+                for w in windows
+                    .iter()
+                    .filter(|w| &*w.agent.class == class && w.steady())
+                {
                     let s = model.score(w)?.score;
                     best = Some(best.map_or(s, |b| b.max(s)));
                 }

@@ -38,7 +38,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let detection = &config.detection;
     let mut windows: Vec<Window> = Vec::new();
     let mut digests = Vec::new();
-    let (mut lossy, mut other) = (0usize, 0usize);
+    let (mut lossy, mut other, mut unsteady) = (0usize, 0usize, 0usize);
     for path in &args.traces {
         let (ws, digest) = windows_of_trace(path, detection)
             .with_context(|| format!("reading {}", path.display()))?;
@@ -48,16 +48,20 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<ExitCode> {
                 other += 1;
             } else if w.lossy() {
                 lossy += 1;
+            } else if !w.steady() {
+                unsteady += 1;
             } else {
                 windows.push(w);
             }
         }
     }
     log::info!(
-        "class {}: {} healthy windows ({} lossy windows skipped, {} of other classes)",
+        "class {}: {} healthy windows ({} lossy and {} start-up or partial windows skipped, {} of \
+         other classes)",
         args.class,
         windows.len(),
         lossy,
+        unsteady,
         other
     );
     let refs: Vec<&Window> = windows.iter().collect();

@@ -112,6 +112,9 @@ impl Baselines {
     /// Scores a closed window against its class (when stable) and learns from it when it is
     /// healthy: not lossy, its agent not contained, and not itself anomalous.
     pub fn observe(&mut self, window: &Window, contained: bool) -> Option<WindowScore> {
+        if !window.steady() {
+            return None;
+        }
         let policy = &self.policy;
         let b = self
             .classes

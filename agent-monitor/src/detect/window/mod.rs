@@ -20,6 +20,11 @@ pub struct Window {
     pub end_ns: u64,
     /// Wall-clock Unix seconds at the window's end, when the boot-to-wall offset is known.
     pub unix_end_s: Option<u64>,
+    /// The agent's first window: its start-up (loader, libraries, configuration), unlike any
+    /// steady-state window.
+    pub first: bool,
+    /// Closed before its end (agent removed, end of input): its counts cover part of the time.
+    pub partial: bool,
     pub stats: WindowStats,
 }
 
@@ -32,6 +37,13 @@ impl Window {
     pub fn seconds(&self) -> f64 {
         (self.end_ns - self.start_ns) as f64 / 1e9
     }
+
+    /// A steady-state window, comparable with the windows a class model is fitted on. The
+    /// others are left to the rules: a model fitted on a handful of start-ups would flag every
+    /// new agent.
+    pub fn steady(&self) -> bool {
+        !self.first && !self.partial
+    }
 }
 
 /// Cuts windows per agent cgroup.
@@ -41,6 +53,8 @@ pub struct Windower<C> {
     /// periodically); an idle agent's window is closed by [`Windower::tick`] after this.
     grace_ns: u64,
     open: HashMap<u64, Window>,
+    /// Cgroups that already had a window.
+    seen: std::collections::HashSet<u64>,
     classifier: C,
     /// Unix time minus boot time, in ns: live from the clocks, in replay from the trace header.
     wall_offset_ns: Option<i128>,
@@ -54,6 +68,7 @@ impl<C: Classifier> Windower<C> {
             length_ns: (length.as_nanos() as u64).max(1),
             grace_ns: grace.as_nanos() as u64,
             open: HashMap::new(),
+            seen: std::collections::HashSet::new(),
             classifier,
             wall_offset_ns: None,
             wall_anchor_ns: None,
@@ -80,6 +95,8 @@ impl<C: Classifier> Windower<C> {
             unix_end_s: self
                 .wall_offset_ns
                 .and_then(|o| u64::try_from((i128::from(end_ns) + o) / 1_000_000_000).ok()),
+            first: !self.seen.contains(&cgroup_id),
+            partial: false,
             stats: WindowStats::default(),
         }
     }
@@ -97,16 +114,24 @@ impl<C: Classifier> Windower<C> {
         let Some(agent) = &event.agent else { return };
         let start = event.ts_ns - event.ts_ns % self.length_ns;
         let fresh = self.new_window(agent, event.cgroup_id, start);
-        let window = self.open.entry(event.cgroup_id).or_insert(fresh.clone());
+        self.seen.insert(event.cgroup_id);
+        let window = self
+            .open
+            .entry(event.cgroup_id)
+            .or_insert_with(|| fresh.clone());
         if start > window.start_ns {
-            out.push(std::mem::replace(window, fresh));
+            let mut next = fresh;
+            next.first = false;
+            out.push(std::mem::replace(window, next));
         }
         // A record stamped before the open window (a late snapshot) counts in the open one.
         window.stats.add(event, &self.classifier);
-        if matches!(event.body, Body::AgentRemoved(_))
-            && let Some(w) = self.open.remove(&event.cgroup_id)
-        {
-            out.push(w);
+        if matches!(event.body, Body::AgentRemoved(_)) {
+            self.seen.remove(&event.cgroup_id);
+            if let Some(mut w) = self.open.remove(&event.cgroup_id) {
+                w.partial = true;
+                out.push(w);
+            }
         }
     }
 
@@ -128,7 +153,10 @@ impl<C: Classifier> Windower<C> {
 
     /// Closes every open window (end of a replay or shutdown).
     pub fn flush(&mut self, out: &mut Vec<Window>) {
-        out.extend(self.open.drain().map(|(_, w)| w));
+        out.extend(self.open.drain().map(|(_, mut w)| {
+            w.partial = true;
+            w
+        }));
         out.sort_by_key(|w| (w.end_ns, w.cgroup_id));
     }
 }
