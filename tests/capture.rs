@@ -30,6 +30,16 @@ fn monitored_agent_actions_arrive_with_agent_kind_and_arguments() {
         }
     });
 
+    let listener6 = TcpListener::bind("[::1]:0").unwrap();
+    let port6 = listener6.local_addr().unwrap().port();
+    std::thread::spawn(move || for _ in listener6.incoming() {});
+    // A port for the agent to accept on; the test keeps connecting until it does.
+    let accept_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+
     let config = format!(
         "watch: [{}]\nsnapshot_interval_ms: 100\nrescan_interval_ms: 50\n",
         cgroups.root.join("agents").display()
@@ -47,13 +57,26 @@ fn monitored_agent_actions_arrive_with_agent_kind_and_arguments() {
             format!("rename:{}:{}", p("report.txt"), p("final.txt")),
             format!("unlink:{}", p("final.txt")),
             format!("connect:127.0.0.1:{port}"),
+            format!("connect:[::1]:{port6}"),
             "dns:fraud-model.internal@127.0.0.1:53".into(),
             "exec:/bin/true".into(),
             "exit:7".into(),
         ]
     };
-    let (pid, code) = workload_in(&agent, &steps("inside"));
+    let dialer = std::thread::spawn(move || {
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", accept_port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    });
+    let mut inside = steps("inside");
+    inside.insert(0, format!("accept:127.0.0.1:{accept_port}"));
+    let (pid, code) = workload_in(&agent, &inside);
     assert_eq!(code, 7);
+    assert!(dialer.join().unwrap(), "the agent accepted a connection");
     let (outside_pid, code) = workload_in(&outside, &steps("outside"));
     assert_eq!(code, 7);
     // One snapshot interval and a drain tick so the counters of the exited agent are read.
@@ -120,6 +143,21 @@ fn monitored_agent_actions_arrive_with_agent_kind_and_arguments() {
             && e["port"] == port
             && e["sock_type"] == 1),
         "connect to the loopback listener"
+    );
+    assert!(
+        has("connect", &|e| e["addr"] == "::1"
+            && e["port"] == port6
+            && e["family"] == 10),
+        "IPv6 connect to the loopback listener"
+    );
+    assert!(
+        has("bind", &|e| e["port"] == accept_port),
+        "bind of the listening socket"
+    );
+    assert!(
+        has("accept", &|e| e["ret"].as_i64() >= Some(0)
+            && e["addr"] == "127.0.0.1"),
+        "accept of the test's connection, with the peer address"
     );
     assert!(has("udp_send", &|e| e["port"] == 53), "UDP send to port 53");
     assert!(

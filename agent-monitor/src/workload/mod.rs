@@ -3,6 +3,7 @@
 //!
 //! Steps (one argument each): `getppid:N`, `read:PATH`, `write:PATH`, `unlink:PATH`,
 //! `rename:FROM:TO`, `chmod:PATH:OCTAL`, `connect:HOST:PORT` (TCP, sends a line, reads a reply),
+//! `accept:HOST:PORT` (listens and accepts one TCP connection, 10 s at most),
 //! `scan:HOST:FROM-TO` (a TCP connect to every port in the range, failures ignored),
 //! `udp:HOST:PORT`, `dns:NAME@HOST:PORT` (one DNS query over UDP), `exec:PATH[:ARG...]` (runs a
 //! program and waits), `sleep:MS`, `exit:CODE`, `agent:CLASS:SECS:HOST:PORT` (a representative
@@ -41,6 +42,7 @@ pub enum Step {
     Loop(String, u64),
     Agent(profile::Profile, Duration, SocketAddr),
     Scan(String, u16, u16),
+    Accept(String),
 }
 
 impl std::str::FromStr for Step {
@@ -89,6 +91,7 @@ impl std::str::FromStr for Step {
                     .ok_or_else(|| anyhow!("step {s:?}: loop:OP:N"))?;
                 Step::Loop(o.into(), num(n)?)
             }
+            "accept" => Step::Accept(arg.into()),
             "scan" => {
                 let bad = || anyhow!("step {s:?}: scan:HOST:FROM-TO");
                 let (host, range) = arg.rsplit_once(':').ok_or_else(bad)?;
@@ -169,6 +172,23 @@ fn run_step(step: &Step) -> anyhow::Result<()> {
             println!("{op} {ns:.1}");
         }
         Step::Agent(profile, duration, service) => profile.run(*duration, *service)?,
+        Step::Accept(addr) => {
+            let listener = std::net::TcpListener::bind(resolve(addr)?)?;
+            listener.set_nonblocking(true)?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match listener.accept() {
+                    Ok(_) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if Instant::now() > deadline {
+                            bail!("nobody connected to {addr} within 10 s");
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         Step::Scan(host, from, to) => {
             for port in *from..=*to {
                 if let Ok(addr) = resolve(&format!("{host}:{port}")) {
