@@ -123,7 +123,9 @@ async fn demo(
             tokio::time::sleep(delay).await;
             log::warn!("demo: {id} turns hostile now");
             let mut cmd = std::process::Command::new(&exe);
-            cmd.arg("workload").args(HOSTILE_STEPS);
+            cmd.arg("workload")
+                .args(HOSTILE_STEPS)
+                .stdout(std::process::Stdio::null());
             match spawn.spawn(&dir, &mut cmd) {
                 Ok(mut child) => {
                     let _ = tokio::task::spawn_blocking(move || child.wait()).await;
