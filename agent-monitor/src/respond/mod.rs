@@ -1,0 +1,3 @@
+//! Responses: the decision policy and the actuators it drives.
+
+pub mod policy;
