@@ -1,3 +1,4 @@
 //! Responses: the decision policy and the actuators it drives.
 
+pub mod actuator;
 pub mod policy;

@@ -1,0 +1,110 @@
+//! The actuator seam: every response action is applied and undone through this trait, and a
+//! recording wrapper lets drills and replays assert what would have run without touching
+//! anything.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The agent an action is aimed at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub agent_id: String,
+    pub class: String,
+    pub cgroup_id: u64,
+    /// The agent's cgroup directory, when known (freeze, snapshot).
+    pub cgroup_path: Option<PathBuf>,
+}
+
+/// What an action did: recorded in the audit log and the SOC ticket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionOutcome {
+    pub action: String,
+    pub ok: bool,
+    pub detail: String,
+    /// How to undo it (a command or what must be re-issued), when it can be undone.
+    pub undo: Option<String>,
+}
+
+pub trait Actuator: Send {
+    /// Stable name used in records and configuration (`deny_all`, `rate_limit`, ...).
+    fn name(&self) -> &'static str;
+    /// Applies the action; idempotent (applying twice leaves the same state).
+    fn apply(&mut self, target: &Target) -> ActionOutcome;
+    /// Undoes the action where that is possible; idempotent too.
+    fn undo(&mut self, target: &Target) -> ActionOutcome;
+}
+
+/// Dry-run wrapper: records every call and reports success without acting.
+pub struct Recording<A> {
+    inner: A,
+    pub calls: Vec<(String, Target)>,
+}
+
+impl<A: Actuator> Recording<A> {
+    pub fn new(inner: A) -> Self {
+        Self {
+            inner,
+            calls: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, verb: &str, target: &Target) -> ActionOutcome {
+        let action = format!("{}:{verb}", self.inner.name());
+        self.calls.push((action.clone(), target.clone()));
+        ActionOutcome {
+            action,
+            ok: true,
+            detail: "dry run: recorded, not applied".into(),
+            undo: None,
+        }
+    }
+}
+
+impl<A: Actuator> Actuator for Recording<A> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn apply(&mut self, target: &Target) -> ActionOutcome {
+        self.record("apply", target)
+    }
+
+    fn undo(&mut self, target: &Target) -> ActionOutcome {
+        self.record("undo", target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Panics;
+
+    impl Actuator for Panics {
+        fn name(&self) -> &'static str {
+            "deny_all"
+        }
+        fn apply(&mut self, _: &Target) -> ActionOutcome {
+            unreachable!("a dry run never reaches the real actuator")
+        }
+        fn undo(&mut self, _: &Target) -> ActionOutcome {
+            unreachable!("a dry run never reaches the real actuator")
+        }
+    }
+
+    #[test]
+    fn a_dry_run_records_and_never_acts() {
+        let mut a = Recording::new(Panics);
+        let t = Target {
+            agent_id: "fraud-1".into(),
+            class: "fraud".into(),
+            cgroup_id: 7,
+            cgroup_path: None,
+        };
+        assert!(a.apply(&t).ok);
+        assert!(a.undo(&t).ok);
+        let names: Vec<&str> = a.calls.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["deny_all:apply", "deny_all:undo"]);
+    }
+}
