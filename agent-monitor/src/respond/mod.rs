@@ -1,4 +1,5 @@
 //! Responses: the decision policy and the actuators it drives.
 
 pub mod actuator;
+pub mod engine;
 pub mod policy;

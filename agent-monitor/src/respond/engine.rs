@@ -1,0 +1,378 @@
+//! The response stage: findings of each agent go through the decision policy; a change of tier
+//! runs the actuators of the new tier and hands the decision, the findings and what each action
+//! did to the sinks (audit log, SOC webhook). Everything it does is also returned, so a drill or a
+//! replay can assert it.
+
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
+
+use serde::Serialize;
+
+use super::{
+    actuator::{ActionOutcome, Actuator, Target},
+    policy::{AgentState, Decision, PolicyConfig, decide},
+};
+use crate::{
+    detect::{Finding, Tier},
+    event::{Body, Event},
+};
+
+/// One decision with its context: what a ticket and an audit entry are made of.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Response {
+    pub target: Target,
+    pub decision: Decision,
+    pub findings: Vec<Finding>,
+    pub actions: Vec<ActionOutcome>,
+}
+
+/// Where responses go (audit log, webhook). A sink error is reported, never fatal to the others.
+pub trait ResponseSink: Send {
+    fn name(&self) -> &'static str;
+    fn on_response(&mut self, response: &Response) -> anyhow::Result<()>;
+    fn on_release(
+        &mut self,
+        target: &Target,
+        approvers: &[String],
+        actions: &[ActionOutcome],
+    ) -> anyhow::Result<()>;
+}
+
+pub struct Responder {
+    policy: PolicyConfig,
+    states: HashMap<Arc<str>, AgentState>,
+    targets: HashMap<Arc<str>, Target>,
+    /// Actuators and the lowest tier at which each runs.
+    actuators: Vec<(Tier, Box<dyn Actuator>)>,
+    sinks: Vec<Box<dyn ResponseSink>>,
+    /// cgroup v2 mount, to turn announced cgroup paths into directories.
+    cgroup_root: Option<PathBuf>,
+}
+
+impl Responder {
+    pub fn new(policy: PolicyConfig) -> Self {
+        Self {
+            policy,
+            states: HashMap::new(),
+            targets: HashMap::new(),
+            actuators: Vec::new(),
+            sinks: Vec::new(),
+            cgroup_root: None,
+        }
+    }
+
+    pub fn with_cgroup_root(mut self, root: PathBuf) -> Self {
+        self.cgroup_root = Some(root);
+        self
+    }
+
+    /// Runs `actuator` whenever an agent enters `tier` (or a higher one).
+    pub fn with_actuator(mut self, tier: Tier, actuator: Box<dyn Actuator>) -> Self {
+        self.actuators.push((tier, actuator));
+        self
+    }
+
+    pub fn with_sink(mut self, sink: Box<dyn ResponseSink>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    pub fn tier(&self, agent_id: &str) -> Option<Tier> {
+        self.states.get(agent_id).and_then(|s| s.tier)
+    }
+
+    /// Agents at the containment tier: detection must not learn from them.
+    pub fn contained(&self) -> impl Iterator<Item = &str> {
+        self.states
+            .iter()
+            .filter(|(_, s)| s.tier == Some(Tier::Contain))
+            .map(|(a, _)| &**a)
+    }
+
+    /// Learns agents' cgroups from their announcements.
+    pub fn on_event(&mut self, event: &Event) {
+        if let (Body::AgentAdded(a), Some(agent)) = (&event.body, &event.agent) {
+            let path = self
+                .cgroup_root
+                .as_ref()
+                .map(|root| root.join(a.cgroup_path.trim_start_matches('/')));
+            self.targets.insert(
+                agent.id.clone(),
+                Target {
+                    agent_id: a.id.clone(),
+                    class: a.class.clone(),
+                    cgroup_id: event.cgroup_id,
+                    cgroup_path: path,
+                },
+            );
+        }
+    }
+
+    /// Decides on a batch of findings (any agents) at time `now_ns`; returns the responses.
+    pub fn on_findings(&mut self, findings: &[Finding], now_ns: u64) -> Vec<Response> {
+        let mut by_agent: Vec<(Arc<str>, Vec<Finding>)> = Vec::new();
+        for f in findings {
+            match by_agent.iter_mut().find(|(a, _)| *a == f.agent_id) {
+                Some((_, fs)) => fs.push(f.clone()),
+                None => by_agent.push((f.agent_id.clone(), vec![f.clone()])),
+            }
+        }
+        let mut out = Vec::new();
+        for (agent, fs) in by_agent {
+            let class = fs.first().map(|f| f.class.clone()).unwrap_or_default();
+            let state = self.states.get(&agent).cloned().unwrap_or_default();
+            let (next, decision) = decide(&self.policy, &class, &state, &fs, now_ns);
+            self.states.insert(agent.clone(), next);
+            let Some(decision) = decision else { continue };
+            let target = self.target(&agent, &class, &fs);
+            let actions = self.act(&decision, &target);
+            let response = Response {
+                target,
+                decision,
+                findings: fs,
+                actions,
+            };
+            for sink in &mut self.sinks {
+                if let Err(e) = sink.on_response(&response) {
+                    log::error!(
+                        "{}: response for {} not recorded: {e:#}",
+                        sink.name(),
+                        agent
+                    );
+                }
+            }
+            out.push(response);
+        }
+        out
+    }
+
+    /// Lets time pass without findings (cooldowns).
+    pub fn tick(&mut self, now_ns: u64) -> Vec<Response> {
+        let agents: Vec<Arc<str>> = self.states.keys().cloned().collect();
+        let mut out = Vec::new();
+        for agent in agents {
+            let Some(state) = self.states.get(&agent).cloned() else {
+                continue;
+            };
+            let class = self
+                .targets
+                .get(&agent)
+                .map(|t| t.class.clone())
+                .unwrap_or_default();
+            let (next, decision) = decide(&self.policy, &class, &state, &[], now_ns);
+            self.states.insert(agent.clone(), next);
+            if let Some(decision) = decision {
+                let target = self.target(&agent, &class, &[]);
+                let actions = self.undo_between(decision.to, decision.from, &target);
+                out.push(Response {
+                    target,
+                    decision,
+                    findings: vec![],
+                    actions,
+                });
+            }
+        }
+        for r in &out {
+            for sink in &mut self.sinks {
+                if let Err(e) = sink.on_response(r) {
+                    log::error!("{}: response not recorded: {e:#}", sink.name());
+                }
+            }
+        }
+        out
+    }
+
+    /// Undoes every action of the agent and forgets its tier. The approvals were checked by the
+    /// caller (two distinct approvers for a containment).
+    pub fn release(&mut self, agent_id: &str, approvers: &[String]) -> Vec<ActionOutcome> {
+        let class = self
+            .targets
+            .get(agent_id)
+            .map(|t| t.class.clone())
+            .unwrap_or_default();
+        let target = self.target(agent_id, &class, &[]);
+        let from = self.tier(agent_id);
+        let actions = self.undo_between(None, from, &target);
+        self.states.remove(agent_id);
+        for sink in &mut self.sinks {
+            if let Err(e) = sink.on_release(&target, approvers, &actions) {
+                log::error!("{}: release of {agent_id} not recorded: {e:#}", sink.name());
+            }
+        }
+        actions
+    }
+
+    fn target(&self, agent: &str, class: &str, findings: &[Finding]) -> Target {
+        self.targets.get(agent).cloned().unwrap_or_else(|| Target {
+            agent_id: agent.to_owned(),
+            class: class.to_owned(),
+            cgroup_id: findings.first().map_or(0, |f| f.cgroup_id),
+            cgroup_path: None,
+        })
+    }
+
+    /// Applies the actuators of the tiers entered (from the old tier up to the new one).
+    fn act(&mut self, decision: &Decision, target: &Target) -> Vec<ActionOutcome> {
+        if decision.to < decision.from {
+            return self.undo_between(decision.to, decision.from, target);
+        }
+        self.actuators
+            .iter_mut()
+            .filter(|(tier, _)| Some(*tier) > decision.from && Some(*tier) <= decision.to)
+            .map(|(_, a)| a.apply(target))
+            .collect()
+    }
+
+    /// Undoes the actuators of the tiers left (above `to`, up to `from`), highest first.
+    fn undo_between(
+        &mut self,
+        to: Option<Tier>,
+        from: Option<Tier>,
+        target: &Target,
+    ) -> Vec<ActionOutcome> {
+        self.actuators
+            .iter_mut()
+            .rev()
+            .filter(|(t, _)| Some(*t) > to && Some(*t) <= from)
+            .map(|(_, a)| a.undo(target))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::detect::Source;
+
+    const S: u64 = 1_000_000_000;
+
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    struct Noted(&'static str, Log);
+
+    impl Actuator for Noted {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn apply(&mut self, t: &Target) -> ActionOutcome {
+            self.1
+                .lock()
+                .unwrap()
+                .push(format!("{}+{}", self.0, t.agent_id));
+            ActionOutcome {
+                action: self.0.into(),
+                ok: true,
+                detail: String::new(),
+                undo: Some(format!("undo {}", self.0)),
+            }
+        }
+        fn undo(&mut self, t: &Target) -> ActionOutcome {
+            self.1
+                .lock()
+                .unwrap()
+                .push(format!("{}-{}", self.0, t.agent_id));
+            ActionOutcome {
+                action: format!("undo {}", self.0),
+                ok: true,
+                detail: String::new(),
+                undo: None,
+            }
+        }
+    }
+
+    struct Sink(Log);
+
+    impl ResponseSink for Sink {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        fn on_response(&mut self, r: &Response) -> anyhow::Result<()> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{:?}->{:?}", r.decision.from, r.decision.to));
+            Ok(())
+        }
+        fn on_release(
+            &mut self,
+            t: &Target,
+            approvers: &[String],
+            _: &[ActionOutcome],
+        ) -> anyhow::Result<()> {
+            self.0.lock().unwrap().push(format!(
+                "release {} by {}",
+                t.agent_id,
+                approvers.join("+")
+            ));
+            Ok(())
+        }
+    }
+
+    fn finding(agent: &str, ts: u64, score: f64, tier: Option<Tier>) -> Finding {
+        Finding {
+            ts_ns: ts * S,
+            agent_id: Arc::from(agent),
+            class: Arc::from("fraud"),
+            cgroup_id: 9,
+            source: Source::Rule {
+                name: "r".into(),
+                file: "f.yaml".into(),
+            },
+            score,
+            tier,
+            summary: String::new(),
+            top_features: vec![],
+            lossy: false,
+        }
+    }
+
+    fn responder(actions: &Log, sink: &Log) -> Responder {
+        Responder::new(PolicyConfig::default())
+            .with_actuator(
+                Tier::RateLimit,
+                Box::new(Noted("rate_limit", actions.clone())),
+            )
+            .with_actuator(Tier::Contain, Box::new(Noted("deny_all", actions.clone())))
+            .with_sink(Box::new(Sink(sink.clone())))
+    }
+
+    #[test]
+    fn a_contain_rule_runs_every_actuator_up_to_containment_and_release_undoes_them() {
+        let (actions, sink) = (Log::default(), Log::default());
+        let mut r = responder(&actions, &sink);
+        let out = r.on_findings(&[finding("a", 1, 1.0, Some(Tier::Contain))], S);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].actions.len(), 2);
+        assert_eq!(r.tier("a"), Some(Tier::Contain));
+        assert_eq!(r.contained().collect::<Vec<_>>(), ["a"]);
+        // Repeated findings at the same tier change nothing and run nothing again.
+        assert!(
+            r.on_findings(&[finding("a", 2, 1.0, Some(Tier::Contain))], 2 * S)
+                .is_empty()
+        );
+        r.release("a", &["alice".into(), "bob".into()]);
+        assert_eq!(r.tier("a"), None);
+        assert_eq!(
+            *actions.lock().unwrap(),
+            ["rate_limit+a", "deny_all+a", "deny_all-a", "rate_limit-a"]
+        );
+        assert_eq!(
+            *sink.lock().unwrap(),
+            ["None->Some(Contain)", "release a by alice+bob"]
+        );
+    }
+
+    #[test]
+    fn a_suspicious_score_is_logged_without_action_and_cooldown_undoes_a_rate_limit() {
+        let (actions, sink) = (Log::default(), Log::default());
+        let mut r = responder(&actions, &sink);
+        let out = r.on_findings(&[finding("b", 1, 0.6, None)], S);
+        assert_eq!((out.len(), out[0].actions.len()), (1, 0));
+        r.on_findings(&[finding("b", 2, 0.8, None)], 2 * S);
+        assert_eq!(*actions.lock().unwrap(), ["rate_limit+b"]);
+        let out = r.tick(2 * S + 301 * S);
+        assert_eq!(out[0].decision.to, Some(Tier::Log));
+        assert_eq!(*actions.lock().unwrap(), ["rate_limit+b", "rate_limit-b"]);
+    }
+}
