@@ -8,7 +8,7 @@
 //! probe. The same hashes can be loaded into a kernel map ([`SequenceModel::known_hashes`]) so
 //! that known n-grams are filtered in the kernel and normal behaviour emits nothing.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -148,6 +148,134 @@ impl SequenceModel {
     }
 }
 
+/// Parameters of the [`SurpriseModel`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SurpriseParams {
+    /// Model order: each event is predicted from up to `order - 1` previous ids, clamped to
+    /// `1..=MAX_N`. 6 had the lowest held-out surprise on ADFA-LD training traces
+    /// (5-fold cross-validation within `training/`, docs/ANOMALY-MODELS.md).
+    pub order: usize,
+}
+
+impl Default for SurpriseParams {
+    fn default() -> Self {
+        Self { order: 6 }
+    }
+}
+
+/// Smoothed n-gram language model of normal syscall streams (Witten-Bell interpolation).
+///
+/// Where [`SequenceModel`] only says whether an n-gram was seen, this model says how unexpected
+/// each event is given its context, backing off to shorter contexts: a novel 7-gram made of
+/// familiar transitions (an idle loop interleaving `time` and `_newselect` in a new order) costs
+/// little, a transition never seen even after one or two ids costs a lot. The score of a window
+/// or trace is the mean surprise `-ln p(id | previous ids)` in nats per event.
+///
+/// `p_k(x | h) = (c(h x) + u(h) p_{k-1}(x | h')) / (c(h) + u(h))`, where `h'` is `h` without its
+/// oldest id, `c` counts training occurrences, `u(h)` is the number of distinct ids seen after
+/// `h`, and `p_0` is uniform over the training vocabulary plus one unseen id. Interpolation stops
+/// at the longest context seen in training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SurpriseModel {
+    order: usize,
+    /// Distinct training ids + 1 (the unseen id).
+    vocab: usize,
+    /// Context hash -> (occurrences, distinct followers).
+    contexts: HashMap<u64, (u32, u32)>,
+    /// Hash of (context, next id) -> occurrences.
+    events: HashMap<u64, u32>,
+}
+
+/// FNV-1a over the context length then the ids (contexts of different lengths never share a key).
+fn context_hash(ctx: &[u16]) -> u64 {
+    let mut h = FNV_OFFSET;
+    let len = u16::try_from(ctx.len()).unwrap_or(u16::MAX);
+    for id in std::iter::once(len).chain(ctx.iter().copied()) {
+        for b in id.to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(FNV_PRIME);
+        }
+    }
+    h
+}
+
+fn event_hash(ctx_hash: u64, id: u16) -> u64 {
+    let mut h = ctx_hash;
+    for b in id.to_le_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+impl SurpriseModel {
+    /// Counts every event of the sequences under each context length `0..order`.
+    pub fn train<'a, I>(sequences: I, params: SurpriseParams) -> Self
+    where
+        I: IntoIterator<Item = &'a [u16]>,
+    {
+        let order = params.order.clamp(1, MAX_N);
+        let mut ids = HashSet::new();
+        let mut contexts: HashMap<u64, (u32, u32)> = HashMap::new();
+        let mut events: HashMap<u64, u32> = HashMap::new();
+        for seq in sequences {
+            for (i, &x) in seq.iter().enumerate() {
+                ids.insert(x);
+                for k in 0..order.min(i + 1) {
+                    let ch = context_hash(&seq[i - k..i]);
+                    let e = events.entry(event_hash(ch, x)).or_insert(0);
+                    *e = e.saturating_add(1);
+                    let c = contexts.entry(ch).or_insert((0, 0));
+                    c.0 = c.0.saturating_add(1);
+                    if *e == 1 {
+                        c.1 = c.1.saturating_add(1);
+                    }
+                }
+            }
+        }
+        Self {
+            order,
+            vocab: ids.len() + 1,
+            contexts,
+            events,
+        }
+    }
+
+    /// The model order.
+    #[must_use]
+    pub fn order(&self) -> usize {
+        self.order
+    }
+
+    /// Surprise `-ln p` of `seq[i]` given up to `order - 1` preceding ids.
+    #[must_use]
+    pub fn event_surprise(&self, seq: &[u16], i: usize) -> f64 {
+        let x = seq[i];
+        let mut p = 1.0 / self.vocab as f64;
+        for k in 0..self.order.min(i + 1) {
+            let ch = context_hash(&seq[i - k..i]);
+            let Some(&(total, types)) = self.contexts.get(&ch) else {
+                break;
+            };
+            let c = self.events.get(&event_hash(ch, x)).copied().unwrap_or(0);
+            p = (f64::from(c) + f64::from(types) * p) / (f64::from(total) + f64::from(types));
+        }
+        -p.ln()
+    }
+
+    /// Mean surprise in nats per event of a window or trace; 0 when empty.
+    #[must_use]
+    pub fn surprise(&self, seq: &[u16]) -> f64 {
+        if seq.is_empty() {
+            return 0.0;
+        }
+        (0..seq.len())
+            .map(|i| self.event_surprise(seq, i))
+            .sum::<f64>()
+            / seq.len() as f64
+    }
+}
+
 /// Per-thread rolling state: the last `n` syscall ids of one thread.
 #[derive(Clone, Debug)]
 pub struct ThreadScorer {
@@ -251,6 +379,29 @@ mod tests {
         let cfg = bincode::config::standard();
         let bytes = bincode::serde::encode_to_vec(&m, cfg).expect("encode");
         let (back, _): (SequenceModel, usize) =
+            bincode::serde::decode_from_slice(&bytes, cfg).expect("decode");
+        assert_eq!(back, m);
+    }
+    #[test]
+    fn surprise_prefers_familiar_transitions() {
+        let train: Vec<Vec<u16>> = vec![vec![1, 2, 1, 2, 1, 2, 1, 2, 3, 1, 2, 1, 2]];
+        let m = SurpriseModel::train(train.iter().map(Vec::as_slice), SurpriseParams { order: 3 });
+        assert_eq!(m.order(), 3);
+        let familiar = m.surprise(&[1, 2, 1, 2, 1, 2]);
+        let odd = m.surprise(&[2, 2, 1, 1, 2, 2]);
+        let unseen = m.surprise(&[7, 8, 9, 7, 8, 9]);
+        assert!(familiar < odd && odd < unseen, "{familiar} {odd} {unseen}");
+        assert!(familiar > 0.0 && unseen.is_finite());
+        assert_eq!(m.surprise(&[]), 0.0);
+        // Probabilities over the vocabulary (plus the unseen id) sum to 1 in any context.
+        let total: f64 = [1u16, 2, 3, 99]
+            .iter()
+            .map(|&x| (-m.event_surprise(&[1, 2, x], 2)).exp())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-9, "{total}");
+        let cfg = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&m, cfg).expect("encode");
+        let (back, _): (SurpriseModel, usize) =
             bincode::serde::decode_from_slice(&bytes, cfg).expect("decode");
         assert_eq!(back, m);
     }
