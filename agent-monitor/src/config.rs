@@ -8,7 +8,7 @@ use serde::Deserialize;
 /// The shipped defaults, also the documentation of every key.
 pub const DEFAULT_YAML: &str = include_str!("../../config/default.yaml");
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -27,6 +27,10 @@ pub struct Config {
     pub rescan_interval_ms: u64,
     #[serde(default)]
     pub detection: Detection,
+    #[serde(default)]
+    pub policy: crate::respond::policy::PolicyConfig,
+    #[serde(default = "defaults::state_dir")]
+    pub state_dir: PathBuf,
 }
 
 /// Feature windows, baselines, models and rules.
@@ -94,6 +98,9 @@ mod defaults {
     }
     pub fn rescan_interval_ms() -> u64 {
         100
+    }
+    pub fn state_dir() -> std::path::PathBuf {
+        "/var/lib/agent-monitor".into()
     }
 }
 
@@ -208,6 +215,7 @@ mod tests {
         assert_eq!(c.watch, vec![PathBuf::from("agent-monitor/agents")]);
         // The shipped file documents the defaults: it must say what the code assumes.
         assert_eq!(c.detection, Detection::default());
+        assert_eq!(c.policy, crate::respond::policy::PolicyConfig::default());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::{
     detect::{Finding, engine::Detection},
     event::{Body, Event, decode},
     identity::Identities,
+    respond::engine::{Responder, Response},
     source::{Batch, EventSource},
     trace::TraceWriter,
 };
@@ -34,8 +35,11 @@ pub struct Pipeline {
     /// Where findings go as JSON lines (`{"finding": {...}}`); `None`: to the event output.
     findings_out: Option<Box<dyn Write + Send>>,
     findings: Vec<Finding>,
+    responder: Option<Responder>,
     /// Replay: time is the events' own; live: the boot clock closes idle windows.
     live_clock: bool,
+    /// Latest event time seen.
+    last_ts_ns: u64,
     pub stats: Stats,
 }
 
@@ -60,6 +64,15 @@ impl Pipeline {
         self
     }
 
+    pub fn with_responder(mut self, responder: Responder) -> Self {
+        self.responder = Some(responder);
+        self
+    }
+
+    pub fn responder_mut(&mut self) -> Option<&mut Responder> {
+        self.responder.as_mut()
+    }
+
     pub fn with_live_clock(mut self) -> Self {
         self.live_clock = true;
         self
@@ -71,6 +84,40 @@ impl Pipeline {
 
     pub fn detection_mut(&mut self) -> Option<&mut Detection> {
         self.detection.as_mut()
+    }
+
+    /// Carries out the release requests the CLI left in the state directory.
+    pub fn carry_out_releases(
+        &mut self,
+        state: &crate::respond::state::StateDir,
+    ) -> anyhow::Result<()> {
+        use crate::respond::state::{ReleaseResult, now_rfc3339};
+        let Some(responder) = &mut self.responder else {
+            return Ok(());
+        };
+        for request in state.pending_releases() {
+            let actions = responder.release(&request.agent_id, &request.approvers);
+            if let Some(d) = &mut self.detection {
+                d.set_contained(&request.agent_id, false);
+            }
+            log::warn!(
+                "release: {} approved by {}; {} action(s) undone",
+                request.agent_id,
+                request.approvers.join(" and "),
+                actions.len()
+            );
+            let result = ReleaseResult {
+                request,
+                actions,
+                done: now_rfc3339(),
+            };
+            if let Some(out) = self.findings_out.as_mut().or(self.json.as_mut()) {
+                serde_json::to_writer(&mut *out, &serde_json::json!({ "release": &result }))?;
+                out.write_all(b"\n")?;
+            }
+            state.complete_release(&result)?;
+        }
+        Ok(())
     }
 
     /// Reloads the rules from `dir` between two batches, so no event is skipped; a directory
@@ -105,8 +152,15 @@ impl Pipeline {
                         serde_json::to_writer(&mut *out, &event)?;
                         out.write_all(b"\n")?;
                     }
+                    if let Some(r) = &mut self.responder {
+                        r.on_event(&event);
+                    }
                     if let Some(d) = &mut self.detection {
                         d.on_event(&event, &mut self.findings);
+                    }
+                    // Act at once: containment must not wait for the rest of the batch.
+                    if !self.findings.is_empty() {
+                        self.emit_findings(event.ts_ns)?;
                     }
                 }
                 Err(e) => {
@@ -115,14 +169,33 @@ impl Pipeline {
                 }
             }
         }
+        let now = self.live_clock.then(crate::clock::boot_ns);
         if let Some(d) = &mut self.detection {
-            let now = self.live_clock.then(crate::clock::boot_ns);
             d.tick(now, &mut self.findings);
         }
-        self.emit_findings()
+        let now = now.unwrap_or(self.last_ts_ns);
+        self.emit_findings(now)?;
+        if let Some(r) = &mut self.responder {
+            let responses = r.tick(now);
+            self.emit_responses(&responses)?;
+        }
+        Ok(())
     }
 
-    fn emit_findings(&mut self) -> anyhow::Result<()> {
+    /// Writes the pending findings and hands them to the response stage.
+    fn emit_findings(&mut self, now_ns: u64) -> anyhow::Result<()> {
+        if let Some(r) = &mut self.responder
+            && !self.findings.is_empty()
+        {
+            let responses = r.on_findings(&self.findings, now_ns);
+            if let Some(d) = &mut self.detection {
+                for resp in &responses {
+                    let contained = resp.decision.to == Some(crate::detect::Tier::Contain);
+                    d.set_contained(&resp.target.agent_id, contained);
+                }
+            }
+            self.emit_responses(&responses)?;
+        }
         for finding in self.findings.drain(..) {
             log::warn!(
                 "finding: {} [{}] {}",
@@ -139,17 +212,42 @@ impl Pipeline {
         Ok(())
     }
 
+    fn emit_responses(&mut self, responses: &[Response]) -> anyhow::Result<()> {
+        for r in responses {
+            log::warn!(
+                "decision: {} [{}] {:?} -> {:?} ({:?}); actions: {}",
+                r.target.agent_id,
+                r.target.class,
+                r.decision.from,
+                r.decision.to,
+                r.decision.reason,
+                r.actions
+                    .iter()
+                    .map(|a| format!("{}={}", a.action, if a.ok { "ok" } else { "FAILED" }))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let Some(out) = self.findings_out.as_mut().or(self.json.as_mut()) else {
+                continue;
+            };
+            serde_json::to_writer(&mut *out, &serde_json::json!({ "response": r }))?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
     /// Closes the open windows (end of input) and reports what they show.
     pub fn finish(&mut self) -> anyhow::Result<()> {
         if let Some(d) = &mut self.detection {
             d.finish(&mut self.findings);
         }
-        self.emit_findings()?;
+        self.emit_findings(self.last_ts_ns)?;
         self.flush()
     }
 
     fn observe(&mut self, event: &Event) {
         self.stats.events += 1;
+        self.last_ts_ns = self.last_ts_ns.max(event.ts_ns);
         if event.agent.is_none() {
             self.stats.unattributed += 1;
         }

@@ -79,6 +79,7 @@ async fn demo(
     let mut pipeline = Pipeline::default()
         .with_json(live::json_out(opts.output)?)
         .with_detection(detection)
+        .with_responder(super::responder(config, true))
         .with_live_clock();
     if let Some(path) = opts.record {
         pipeline = pipeline.with_trace(live::trace_out(path)?);
@@ -134,13 +135,7 @@ async fn demo(
             }
         });
     }
-    live::run_until_stopped(
-        &mut source,
-        &mut pipeline,
-        Some(opts.duration),
-        Some(&config.detection.rules_dir),
-    )
-    .await?;
+    live::run_until_stopped(&mut source, &mut pipeline, Some(opts.duration), config).await?;
     for mut child in children {
         let _ = child.kill();
         let _ = child.wait();

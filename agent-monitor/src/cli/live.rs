@@ -72,13 +72,7 @@ pub async fn run(
         std::fs::write(ready, b"ready\n")
             .with_context(|| format!("writing {}", ready.display()))?;
     }
-    run_until_stopped(
-        &mut source,
-        &mut pipeline,
-        args.duration,
-        Some(&config.detection.rules_dir),
-    )
-    .await?;
+    run_until_stopped(&mut source, &mut pipeline, args.duration, config).await?;
     log::info!("stopped: {:?}", pipeline.stats);
     if let Some(path) = &args.stats_file {
         std::fs::write(path, serde_json::to_string(&pipeline.stats)?)
@@ -88,13 +82,15 @@ pub async fn run(
 }
 
 /// Runs until SIGINT/SIGTERM or `duration`, then drains what the kernel still holds. SIGHUP
-/// reloads the rules from `rules_dir` between two batches.
+/// reloads the rules between two batches; release requests left by the CLI are carried out.
 pub async fn run_until_stopped(
     source: &mut LiveSource,
     pipeline: &mut Pipeline,
     duration: Option<Duration>,
-    rules_dir: Option<&Path>,
+    config: &Config,
 ) -> anyhow::Result<()> {
+    let state = agent_monitor::respond::state::StateDir::new(&config.state_dir);
+    let mut releases = tokio::time::interval(Duration::from_millis(100));
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -114,11 +110,8 @@ pub async fn run_until_stopped(
                 }
                 pipeline.process(&batch)?;
             }
-            _ = hup.recv() => {
-                if let Some(dir) = rules_dir {
-                    pipeline.reload_rules(dir);
-                }
-            }
+            _ = hup.recv() => pipeline.reload_rules(&config.detection.rules_dir),
+            _ = releases.tick() => pipeline.carry_out_releases(&state)?,
             _ = term.recv() => break,
             _ = int.recv() => break,
             () = &mut deadline => break,

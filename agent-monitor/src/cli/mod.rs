@@ -4,6 +4,7 @@
 mod demo;
 mod eval;
 mod live;
+mod release;
 mod train;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -16,6 +17,10 @@ use agent_monitor::{
     },
     ebpf::Platform,
     pipeline::Pipeline,
+    respond::{
+        engine::Responder,
+        state::{StateDir, StateSink},
+    },
     source::ReplaySource,
     workload::{self, Step},
 };
@@ -110,6 +115,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Score labelled traces (ADFA-LD or recorded ones): ROC AUC and detection at 1% and 5%.
     Eval(eval::EvalArgs),
+    /// Lift the responses in force for an agent (a containment needs two distinct approvers).
+    Release(release::ReleaseArgs),
     /// Check what this kernel and host provide.
     Probe,
     /// Run a scripted workload (used by the demo, tests and benchmarks).
@@ -125,6 +132,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Train(args) => train::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Release(args) => release::run(&args),
         Command::Probe => {
             let (_, report) = Platform::probe()?;
             print!("{report}");
@@ -153,6 +161,7 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             let mut pipeline = Pipeline::default()
                 .with_json(live::json_out(output.as_deref())?)
                 .with_detection(detection)
+                .with_responder(responder(&config, true))
                 .with_live_clock();
             if let Some(path) = &record {
                 pipeline = pipeline.with_trace(live::trace_out(path)?);
@@ -192,7 +201,9 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
                 };
                 let mut detection = detection(&config)?;
                 detection.set_wall_anchor(i128::from(h.created_unix_ms) * 1_000_000);
-                pipeline = pipeline.with_detection(detection);
+                pipeline = pipeline
+                    .with_detection(detection)
+                    .with_responder(responder(&config, false));
             }
             pipeline
                 .run(&mut source, std::future::pending())
@@ -218,7 +229,11 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             })
             .await
         }
-        Command::Probe | Command::Workload { .. } | Command::Train(_) | Command::Eval(_) => {
+        Command::Probe
+        | Command::Workload { .. }
+        | Command::Train(_)
+        | Command::Eval(_)
+        | Command::Release(_) => {
             unreachable!("handled synchronously")
         }
     }
@@ -255,6 +270,19 @@ fn detection(config: &Config) -> anyhow::Result<Detection> {
         );
     }
     Ok(detection)
+}
+
+/// The response stage. Actuators that act on the host are added by the live commands; replay
+/// runs none (its decisions are what the live run would have decided).
+fn responder(config: &Config, live: bool) -> Responder {
+    let mut responder = Responder::new(config.policy.clone());
+    if live {
+        responder = responder.with_sink(Box::new(StateSink(StateDir::new(&config.state_dir))));
+    }
+    if let Ok(root) = agent_monitor::cgroup::v2_mount() {
+        responder = responder.with_cgroup_root(root);
+    }
+    responder
 }
 
 fn load_config(args: &LiveArgs) -> anyhow::Result<Config> {

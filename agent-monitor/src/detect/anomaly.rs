@@ -264,14 +264,14 @@ impl WindowModel {
         }
         let mut order: Vec<usize> = (0..parts.len()).collect();
         order.sort_by(|&a, &b| parts[b].total_cmp(&parts[a]));
+        // The top few even when one dominates: an analyst needs the second and third reasons
+        // too (a new destination matters even beside an odd syscall sequence).
         let mut out = Vec::new();
-        let mut covered = 0.0;
         for j in order.into_iter().take(self.params.top_features) {
             let weight = parts[j] / raw;
-            if weight <= 0.0 || covered >= 0.9 {
+            if weight < 0.001 {
                 break;
             }
-            covered += weight;
             out.push(Contribution {
                 feature: self.names[j].clone(),
                 value: row[j],

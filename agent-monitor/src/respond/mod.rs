@@ -3,3 +3,4 @@
 pub mod actuator;
 pub mod engine;
 pub mod policy;
+pub mod state;

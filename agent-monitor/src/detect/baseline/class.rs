@@ -14,7 +14,7 @@ use super::{ClassKnowledge, FeatureSchema};
 use crate::detect::{
     Contribution,
     anomaly::{AnomalyError, WindowModel, WindowParams, severity},
-    sequence::{SequenceModel, SequenceParams},
+    sequence::{SequenceModel, SequenceParams, SurpriseModel, SurpriseParams},
     window::{MAX_SEQUENCE, Window},
 };
 
@@ -31,6 +31,7 @@ pub struct ClassModel {
     pub schema: FeatureSchema,
     pub knowledge: ClassKnowledge,
     pub sequence: SequenceModel,
+    pub surprise: SurpriseModel,
     pub window: WindowModel,
     pub trained_windows: u64,
 }
@@ -45,6 +46,8 @@ pub struct WindowScore {
     pub top_features: Vec<Contribution>,
     /// Share of the window's n-grams never seen for the class.
     pub seq_novelty: f64,
+    /// Mean surprise of the window's syscalls under the class's language model (nats).
+    pub seq_surprise: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,9 +102,11 @@ impl ClassModel {
             let held = windows.iter().enumerate().filter(|(i, _)| in_fold(*i));
             let fold_knowledge = knowledge_of(&rest);
             let fold_sequence = SequenceModel::train(sequences(&rest), SequenceParams::default());
+            let fold_surprise = SurpriseModel::train(sequences(&rest), SurpriseParams::default());
             for (i, &w) in held {
                 let novelty = window_novelty(&fold_sequence, w);
-                let v = schema.vector(w, &fold_knowledge, novelty, w.unix_end_s);
+                let surprise = window_surprise(&fold_surprise, w);
+                let v = schema.vector(w, &fold_knowledge, novelty, surprise, w.unix_end_s);
                 rows.row_mut(i).assign(&ndarray::ArrayView1::from(&v));
             }
         }
@@ -113,6 +118,7 @@ impl ClassModel {
         })?;
         Ok(Self {
             sequence: SequenceModel::train(sequences(windows), SequenceParams::default()),
+            surprise: SurpriseModel::train(sequences(windows), SurpriseParams::default()),
             schema,
             knowledge,
             window,
@@ -122,15 +128,21 @@ impl ClassModel {
 
     pub fn score(&self, window: &Window) -> Result<WindowScore, AnomalyError> {
         let seq_novelty = window_novelty(&self.sequence, window);
-        let v = self
-            .schema
-            .vector(window, &self.knowledge, seq_novelty, window.unix_end_s);
+        let seq_surprise = window_surprise(&self.surprise, window);
+        let v = self.schema.vector(
+            window,
+            &self.knowledge,
+            seq_novelty,
+            seq_surprise,
+            window.unix_end_s,
+        );
         let s = self.window.score(ndarray::ArrayView1::from(&v))?;
         Ok(WindowScore {
             score: severity(s.score),
             calibrated: s.score,
             top_features: s.top,
             seq_novelty,
+            seq_surprise,
         })
     }
 }
@@ -148,6 +160,16 @@ fn window_novelty(model: &SequenceModel, window: &Window) -> f64 {
     } else {
         novel as f64 / total as f64
     }
+}
+
+/// Mean surprise per syscall over all of a window's threads (0 without a stream).
+fn window_surprise(model: &SurpriseModel, window: &Window) -> f64 {
+    let (mut sum, mut n) = (0.0, 0usize);
+    for seq in window.stats.sequences.values() {
+        sum += model.surprise(seq) * seq.len() as f64;
+        n += seq.len();
+    }
+    if n == 0 { 0.0 } else { sum / n as f64 }
 }
 
 /// A copy of a window small enough to keep for refits: sequences are cut to their start.

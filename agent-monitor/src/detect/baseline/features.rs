@@ -10,7 +10,7 @@ use super::knowledge::{ClassKnowledge, count_new};
 use crate::{detect::window::Window, event::syscall_name};
 
 /// Bump when the meaning or order of the features changes: models of another version are refused.
-pub const FEATURE_SCHEMA_VERSION: u32 = 1;
+pub const FEATURE_SCHEMA_VERSION: u32 = 2;
 
 /// Scalar features, in vector order.
 pub const SCALAR_FEATURES: &[&str] = &[
@@ -41,6 +41,7 @@ pub const SCALAR_FEATURES: &[&str] = &[
     "proc_forks",
     "proc_exits_nonzero",
     "seq_novel_ngrams",
+    "seq_surprise",
     "time_of_day_deviation",
 ];
 
@@ -83,12 +84,14 @@ impl FeatureSchema {
     }
 
     /// `seq_novelty`: share of the window's syscall n-grams never seen for the class, in [0, 1];
+    /// `seq_surprise`: mean surprise per syscall under the class's language model (nats);
     /// `unix_s`: wall-clock seconds at the window's end, when known.
     pub fn vector(
         &self,
         window: &Window,
         known: &ClassKnowledge,
         seq_novelty: f64,
+        seq_surprise: f64,
         unix_s: Option<u64>,
     ) -> Vec<f64> {
         let s = &window.stats;
@@ -123,6 +126,7 @@ impl FeatureSchema {
             l(s.forks),
             l(s.exits_nonzero),
             seq_novelty.clamp(0.0, 1.0),
+            seq_surprise.max(0.0),
             known.hour_deviation(unix_s),
         ];
         debug_assert_eq!(v.len(), SCALAR_FEATURES.len());

@@ -120,7 +120,7 @@ fn a_window_counts_what_the_agent_did() {
     known.first_unix_s = Some(0);
     known.last_unix_s = Some(2 * 86_400);
     let schema = FeatureSchema::for_class(&known);
-    let v = schema.vector(window, &known, 0.25, Some(3 * 3600 + 5));
+    let v = schema.vector(window, &known, 0.25, 1.5, Some(3 * 3600 + 5));
     let names = schema.names();
     assert_eq!(names.len(), v.len());
     let get = |name: &str| v[names.iter().position(|n| n == name).expect(name)];
@@ -128,6 +128,7 @@ fn a_window_counts_what_the_agent_did() {
     assert_eq!(get("proc_new_binaries"), 1f64.ln_1p());
     assert_eq!(get("file_sensitive_hits"), 1f64.ln_1p());
     assert_eq!(get("seq_novel_ngrams"), 0.25);
+    assert_eq!(get("seq_surprise"), 1.5);
     assert_eq!(get("time_of_day_deviation"), 1.0);
     assert!((get("sys_read") - 0.7f64.sqrt()).abs() < 1e-12);
     assert!((get("sys_other") - 0.3f64.sqrt()).abs() < 1e-12);
