@@ -56,6 +56,12 @@ pub struct Daemon {
 impl Daemon {
     pub fn start(dir: &Path, config: &str, cgroup: Option<&Path>) -> Self {
         let cfg = dir.join("config.yaml");
+        // Keep the daemon's state (tiers, release requests) inside the test's directory.
+        let config = if config.contains("state_dir:") {
+            config.to_owned()
+        } else {
+            format!("{config}\nstate_dir: {}\n", dir.join("state").display())
+        };
         std::fs::write(&cfg, config).unwrap();
         let json = dir.join("events.jsonl");
         let trace = dir.join("events.amtrace");
