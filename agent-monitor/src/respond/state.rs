@@ -87,6 +87,15 @@ impl StateDir {
             path: path.to_owned(),
             source,
         };
+        if !self.root.exists() {
+            use std::os::unix::fs::DirBuilderExt as _;
+            // Approvals live here: only root may write them.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.root)
+                .map_err(io)?;
+        }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
