@@ -27,6 +27,10 @@ pub struct Config {
     pub rescan_interval_ms: u64,
     #[serde(default)]
     pub detection: Detection,
+    /// bpffs directory where containment (its maps and enforcing hooks) is pinned so that it
+    /// outlives the daemon; `null` pins nothing.
+    #[serde(default = "defaults::pin_dir")]
+    pub pin_dir: Option<PathBuf>,
 }
 
 /// Feature windows, baselines, models and rules.
@@ -94,6 +98,9 @@ mod defaults {
     }
     pub fn rescan_interval_ms() -> u64 {
         100
+    }
+    pub fn pin_dir() -> Option<std::path::PathBuf> {
+        Some("/sys/fs/bpf/agent-monitor".into())
     }
 }
 

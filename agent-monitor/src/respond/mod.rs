@@ -1,0 +1,3 @@
+//! Responses to findings: actuators that act on an agent, each idempotent and undoable.
+
+pub mod contain;
