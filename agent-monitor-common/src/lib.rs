@@ -5,8 +5,10 @@
 //! numbers: recorded traces depend on them, so a kind is never renumbered or reused.
 #![no_std]
 
+pub mod contain;
 pub mod event;
 pub mod maps;
 
+pub use contain::*;
 pub use event::*;
 pub use maps::*;

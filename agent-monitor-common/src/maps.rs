@@ -47,6 +47,8 @@ mod user {
     // SAFETY: all are `#[repr(C)]` plain-old-data with explicit padding fields, valid for any
     // bit pattern.
     unsafe impl aya::Pod for super::AgentSlot {}
+    unsafe impl aya::Pod for crate::ContainPolicy {}
+    unsafe impl aya::Pod for crate::Denials {}
     unsafe impl aya::Pod for super::FlowCounters {}
     unsafe impl aya::Pod for super::SyscallRow {}
     unsafe impl aya::Pod for crate::EventHeader {}

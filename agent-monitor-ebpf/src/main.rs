@@ -6,6 +6,7 @@
 #![no_std]
 #![no_main]
 
+mod contain;
 mod emit;
 mod filter;
 mod maps;

@@ -1,13 +1,15 @@
 //! Network: socket-address hooks for connect, bind and unconnected UDP sends, and packet hooks
 //! for per-flow bytes and DNS questions. All are attached to the cgroup v2 root so that they see
-//! every agent cgroup; each returns "allow" (1).
+//! every agent cgroup. Each returns "allow" (1) unless the caller's cgroup is contained
+//! ([`contain`]): connect4/6 and sendmsg4/6 then refuse (the syscall fails with EPERM) and
+//! egress drops the packet.
 
 use agent_monitor_common::{DNS_QUERY_LEN, DnsEvent, EventHeader, FlowCounters, SockEvent, kind};
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{__sk_buff, bpf_sock_addr},
     helpers::{
-        bpf_ktime_get_boot_ns, bpf_probe_read_user,
+        bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns, bpf_probe_read_user,
         generated::{bpf_get_socket_cookie, bpf_skb_cgroup_id, bpf_skb_load_bytes},
     },
     macros::{cgroup_skb, cgroup_sock_addr},
@@ -15,6 +17,7 @@ use aya_ebpf::{
 };
 
 use crate::{
+    contain::{self, ALLOW},
     emit::{self, Wake},
     filter::{self, Current},
     maps::{FLOWS, MONITORED, PENDING, Pending, SCRATCH},
@@ -23,18 +26,19 @@ use crate::{
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
-const ALLOW: i32 = 1;
 
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
+    let verdict = contain::connect(current_cgroup());
     park::<false>(&ctx, kind::CONNECT, nr::CONNECT);
-    ALLOW
+    verdict
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
+    let verdict = contain::connect(current_cgroup());
     park::<true>(&ctx, kind::CONNECT, nr::CONNECT);
-    ALLOW
+    verdict
 }
 
 #[cgroup_sock_addr(bind4)]
@@ -51,14 +55,22 @@ pub fn bind6(ctx: SockAddrContext) -> i32 {
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
+    let verdict = contain::send(current_cgroup());
     send_now::<false>(&ctx);
-    ALLOW
+    verdict
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
+    let verdict = contain::send(current_cgroup());
     send_now::<true>(&ctx);
-    ALLOW
+    verdict
+}
+
+#[inline(always)]
+fn current_cgroup() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_get_current_cgroup_id() }
 }
 
 /// Connect and bind: the event waits in `PENDING` for the syscall's result.
@@ -167,13 +179,14 @@ pub fn skb_egress(ctx: SkBuffContext) -> i32 {
     let skb = ctx.as_ptr() as *mut __sk_buff;
     // SAFETY: helpers valid for cgroup_skb programs.
     let cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
+    let len = u64::from(ctx.len());
+    let verdict = contain::egress(cgroup_id, len);
     // SAFETY: the value is copied out at once.
     let Some(agent) = (unsafe { MONITORED.get(&cgroup_id) }).copied() else {
-        return ALLOW;
+        return verdict;
     };
     // SAFETY: as above.
     let cookie = unsafe { bpf_get_socket_cookie(skb.cast()) };
-    let len = ctx.len() as u64;
     match FLOWS.get_ptr_mut(&cookie) {
         // SAFETY: counters are approximate under concurrent updates from two CPUs; the window
         // features only need byte magnitudes.
@@ -192,7 +205,7 @@ pub fn skb_egress(ctx: SkBuffContext) -> i32 {
         }
     }
     dns_question(&ctx, cookie, cgroup_id, agent.slot);
-    ALLOW
+    verdict
 }
 
 #[cgroup_skb(ingress)]

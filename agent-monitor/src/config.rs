@@ -31,6 +31,10 @@ pub struct Config {
     pub policy: crate::respond::policy::PolicyConfig,
     #[serde(default = "defaults::state_dir")]
     pub state_dir: PathBuf,
+    /// bpffs directory where containment (its maps and enforcing hooks) is pinned so that it
+    /// outlives the daemon; `null` pins nothing.
+    #[serde(default = "defaults::pin_dir")]
+    pub pin_dir: Option<PathBuf>,
 }
 
 /// Feature windows, baselines, models and rules.
@@ -101,6 +105,9 @@ mod defaults {
     }
     pub fn state_dir() -> std::path::PathBuf {
         "/var/lib/agent-monitor".into()
+    }
+    pub fn pin_dir() -> Option<std::path::PathBuf> {
+        Some("/sys/fs/bpf/agent-monitor".into())
     }
 }
 

@@ -43,6 +43,7 @@ pub fn start(config: &Config, initial: &mut Batch) -> anyhow::Result<LiveSource>
     let opts = LoadOptions {
         max_agents: config.max_agents,
         daemon_tgid: std::process::id(),
+        pin_dir: config.pin_dir.clone(),
     };
     let (kernel, maps) = Kernel::load(&platform, &opts)?;
     let registry = AgentRegistry::new(platform.cgroup_v2.clone(), config.clone());

@@ -1,8 +1,14 @@
-//! Loads the embedded kernel object, sizes its maps, and attaches every program.
+//! Loads the embedded kernel object, sizes its maps, and attaches every program. With a pin
+//! directory, the containment maps and the enforcing cgroup links are pinned there (see
+//! [`super::pin`]) so that containment outlives the daemon.
 
-use std::fs::File;
+use std::{
+    fs::File,
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
 
-use agent_monitor_common::{AgentSlot, FlowCounters, SyscallRow};
+use agent_monitor_common::{AgentSlot, ContainPolicy, Denials, FlowCounters, SyscallRow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
@@ -12,7 +18,10 @@ use aya::{
     },
 };
 
-use super::Platform;
+use super::{
+    Platform,
+    pin::{self, PINNED_HOOKS},
+};
 
 /// The compiled kernel programs (built by build.rs from `agent-monitor-ebpf`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-monitor"));
@@ -54,15 +63,113 @@ const SOCK_ADDR_PROGRAMS: &[&str] = &[
     "connect4", "connect6", "bind4", "bind6", "sendmsg4", "sendmsg6",
 ];
 
+/// Names of the pinned maps, also their file names in the pin directory.
+pub const CONTAINMENT_MAP: &str = "CONTAINMENT";
+pub const DENIALS_MAP: &str = "DENIALS";
+/// Subdirectory of the pin directory holding the pinned links.
+pub const LINKS_DIR: &str = "links";
+
 pub struct LoadOptions {
     pub max_agents: u32,
     /// The daemon's own process id: the kernel never reports it.
     pub daemon_tgid: u32,
+    /// bpffs directory where containment is pinned (None: nothing pinned, containment ends with
+    /// the daemon).
+    pub pin_dir: Option<PathBuf>,
 }
 
-/// Loaded and attached programs. Dropping it detaches everything.
+/// Loaded and attached programs. Dropping it detaches the unpinned programs; the pinned links
+/// stay while a containment is in force (see [`Pins`]).
 pub struct Kernel {
+    pins: Option<Pins>,
     _ebpf: Ebpf,
+}
+
+/// The containment maps, for [`crate::respond::contain::Containment::open`].
+pub struct ContainMaps {
+    pub policies: HashMap<MapData, u64, ContainPolicy>,
+    pub denials: HashMap<MapData, u64, Denials>,
+    /// Where they are pinned, if they are.
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// Ownership of a pin directory: an exclusive `flock` on it, held for the daemon's life (the
+/// kernel drops it when the process dies, SIGKILL included).
+struct Pins {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl Pins {
+    /// Takes the directory, or returns None when another live daemon holds it.
+    fn acquire(dir: &Path) -> anyhow::Result<Option<Self>> {
+        use std::os::fd::AsRawFd as _;
+
+        use anyhow::Context as _;
+        std::fs::create_dir_all(dir.join(LINKS_DIR))
+            .with_context(|| format!("creating pin directory {}", dir.display()))?;
+        let lock = File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            dir: dir.to_owned(),
+            _lock: lock,
+        }))
+    }
+
+    /// On an orderly exit with no containment in force nothing is left behind: the links are
+    /// unpinned (which detaches them) and the maps unpinned. With a containment in force
+    /// everything stays, enforcing, for the next daemon or `agent-monitor contain release`.
+    fn release(&self) {
+        let map = self.dir.join(CONTAINMENT_MAP);
+        let in_force = MapData::from_pin(&map)
+            .ok()
+            .and_then(|m| aya::maps::Map::from_map_data(m).ok())
+            .and_then(|m| HashMap::<_, u64, ContainPolicy>::try_from(m).ok())
+            .map_or(0, |m| m.keys().count());
+        if in_force > 0 {
+            log::warn!(
+                "{in_force} containment(s) in force: the hooks stay pinned in {} and keep enforcing",
+                self.dir.display()
+            );
+            return;
+        }
+        for (name, _) in PINNED_HOOKS {
+            let _ = std::fs::remove_file(self.dir.join(LINKS_DIR).join(name));
+        }
+        let _ = std::fs::remove_file(&map);
+        let _ = std::fs::remove_file(self.dir.join(DENIALS_MAP));
+        let _ = std::fs::remove_dir(self.dir.join(LINKS_DIR));
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        if let Some(pins) = &self.pins {
+            pins.release();
+        }
+    }
+}
+
+/// Checks that a map already pinned at `path` has the layout this build expects, so that a pin
+/// left by another version is refused instead of misread.
+fn check_pinned(path: &Path, key: usize, value: usize) -> anyhow::Result<()> {
+    let Ok(map) = MapData::from_pin(path) else {
+        return Ok(());
+    };
+    let info = map.info()?;
+    anyhow::ensure!(
+        info.key_size() as usize == key && info.value_size() as usize == value,
+        "the map pinned at {} has key/value sizes {}/{}, this build expects {key}/{value}: \
+         remove it (after releasing what it contains) or use another pin_dir",
+        path.display(),
+        info.key_size(),
+        info.value_size()
+    );
+    Ok(())
 }
 
 /// The maps the daemon reads and writes.
@@ -72,6 +179,8 @@ pub struct KernelMaps {
     pub syscall_counts: PerCpuArray<MapData, SyscallRow>,
     pub lost: PerCpuArray<MapData, u64>,
     pub flows: HashMap<MapData, u64, FlowCounters>,
+    /// Taken by the containment actuator (`Option` so it can be moved out).
+    pub containment: Option<ContainMaps>,
 }
 
 impl Kernel {
@@ -79,7 +188,30 @@ impl Kernel {
         use anyhow::Context as _;
 
         let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
-        let mut ebpf = EbpfLoader::new()
+        let pins = match &opts.pin_dir {
+            Some(dir) => {
+                let pins = Pins::acquire(dir)?;
+                if pins.is_none() {
+                    log::warn!(
+                        "pin directory {} is held by another running daemon: this one's \
+                         containment is not pinned and ends with it",
+                        dir.display()
+                    );
+                }
+                pins
+            }
+            None => None,
+        };
+        let mut loader = EbpfLoader::new();
+        if let Some(p) = &pins {
+            let (map_path, denials_path) = (p.dir.join(CONTAINMENT_MAP), p.dir.join(DENIALS_MAP));
+            check_pinned(&map_path, 8, size_of::<ContainPolicy>())?;
+            check_pinned(&denials_path, 8, size_of::<Denials>())?;
+            loader
+                .map_pin_path(CONTAINMENT_MAP, map_path)
+                .map_pin_path(DENIALS_MAP, denials_path);
+        }
+        let mut ebpf = loader
             .btf(Some(&btf))
             .override_global("DAEMON_TGID", &opts.daemon_tgid, true)
             .map_max_entries("MONITORED", opts.max_agents)
@@ -131,13 +263,33 @@ impl Kernel {
 
         // Attached through bpf_link, which always coexists with other programs on the same cgroup
         // (another monitor, systemd); the "single" mode only means no legacy attach flags.
+        // With a pin directory the enforcing hooks (connect, sendmsg, egress) go through links
+        // pinned there: a restarted daemon swaps their program atomically, so they never stack
+        // and never lapse.
         let root = File::open(&platform.cgroup_v2)
             .with_context(|| format!("opening cgroup v2 root {}", platform.cgroup_v2.display()))?;
+        let root_id = crate::cgroup::id_of(&platform.cgroup_v2)?;
+        let pinned_link = |name: &str| {
+            pins.as_ref().and_then(|p| {
+                PINNED_HOOKS
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, ty)| (p.dir.join(LINKS_DIR).join(name), *ty))
+            })
+        };
+        let mut reused = 0;
         for name in SOCK_ADDR_PROGRAMS {
             let p: &mut CgroupSockAddr = program(&mut ebpf, name)?;
             p.load().with_context(|| format!("loading {name}"))?;
-            p.attach(&root, CgroupAttachMode::Single)
-                .with_context(|| format!("attaching {name} to the cgroup v2 root"))?;
+            if let Some((path, ty)) = pinned_link(name) {
+                reused += usize::from(
+                    pin::attach_pinned(p.fd()?.as_fd(), root.as_fd(), root_id, ty, &path)
+                        .with_context(|| format!("attaching {name} through {}", path.display()))?,
+                );
+            } else {
+                p.attach(&root, CgroupAttachMode::Single)
+                    .with_context(|| format!("attaching {name} to the cgroup v2 root"))?;
+            }
         }
         for (name, ty) in [
             ("skb_egress", CgroupSkbAttachType::Egress),
@@ -145,8 +297,22 @@ impl Kernel {
         ] {
             let p: &mut CgroupSkb = program(&mut ebpf, name)?;
             p.load().with_context(|| format!("loading {name}"))?;
-            p.attach(&root, ty, CgroupAttachMode::Single)
-                .with_context(|| format!("attaching {name} to the cgroup v2 root"))?;
+            if let Some((path, attach)) = pinned_link(name) {
+                reused += usize::from(
+                    pin::attach_pinned(p.fd()?.as_fd(), root.as_fd(), root_id, attach, &path)
+                        .with_context(|| format!("attaching {name} through {}", path.display()))?,
+                );
+            } else {
+                p.attach(&root, ty, CgroupAttachMode::Single)
+                    .with_context(|| format!("attaching {name} to the cgroup v2 root"))?;
+            }
+        }
+        if let Some(p) = &pins {
+            log::info!(
+                "containment pinned in {} ({reused} of {} pinned links taken over)",
+                p.dir.display(),
+                PINNED_HOOKS.len()
+            );
         }
 
         let mut take = |name: &str| {
@@ -159,8 +325,21 @@ impl Kernel {
             syscall_counts: PerCpuArray::try_from(take("SYSCALL_COUNTS")?)?,
             lost: PerCpuArray::try_from(take("LOST")?)?,
             flows: HashMap::try_from(take("FLOWS")?)?,
+            containment: Some(ContainMaps {
+                policies: HashMap::try_from(take(CONTAINMENT_MAP)?)?,
+                denials: HashMap::try_from(take(DENIALS_MAP)?)?,
+                pin_dir: pins.as_ref().map(|p| p.dir.clone()),
+            }),
         };
-        Ok((Self { _ebpf: ebpf }, maps))
+        if let Some(c) = &maps.containment {
+            for (cgroup_id, policy) in c.policies.iter().flatten() {
+                log::warn!(
+                    "containment in force from before this start: cgroup {cgroup_id}: {}",
+                    crate::respond::contain::PolicyView::from(&policy)
+                );
+            }
+        }
+        Ok((Self { pins, _ebpf: ebpf }, maps))
     }
 }
 

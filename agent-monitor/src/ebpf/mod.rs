@@ -1,7 +1,10 @@
 //! Loading the kernel programs: the start-up feature probe and the loader.
 
 mod loader;
+pub mod pin;
 mod probe;
 
-pub use loader::{Kernel, KernelMaps, LoadOptions};
+pub use loader::{
+    CONTAINMENT_MAP, ContainMaps, DENIALS_MAP, Kernel, KernelMaps, LINKS_DIR, LoadOptions,
+};
 pub use probe::{Platform, ProbeError, ProbeReport};

@@ -1,6 +1,8 @@
-//! Responses: the decision policy and the actuators it drives.
+//! Responses: the decision policy, the response stage, and the actuators it drives (each
+//! idempotent and undoable).
 
 pub mod actuator;
+pub mod contain;
 pub mod engine;
 pub mod policy;
 pub mod state;
