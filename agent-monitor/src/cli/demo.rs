@@ -73,7 +73,6 @@ async fn demo(
 ) -> anyhow::Result<ExitCode> {
     let mut batch = Batch::default();
     // The agents' cgroups exist before the programs load, so they are monitored from the start.
-    let mut source = live::start(config, &mut batch)?;
     let mut detection = super::detection(config)?;
     detection.set_wall_offset(agent_monitor::clock::wall_offset_ns());
     let mut pipeline = Pipeline::default()
@@ -81,10 +80,12 @@ async fn demo(
         .with_detection(detection)
         .with_responder(super::responder(config, true))
         .with_live_clock();
+    let (mut source, containment) = live::start(config, &mut batch, &mut pipeline)?;
     if let Some(path) = opts.record {
         pipeline = pipeline.with_trace(live::trace_out(path)?);
     }
     pipeline.process(&batch)?;
+    live::restore_containment(&mut pipeline, containment.as_ref());
 
     let service = services::start(services::DEMO_PORT).with_context(|| {
         format!(

@@ -10,9 +10,14 @@ use std::{
 
 use agent_monitor::{
     config::Config,
+    detect::Tier,
     ebpf::{Kernel, LoadOptions, Platform},
     identity::AgentRegistry,
     pipeline::Pipeline,
+    respond::{
+        contain::Containment,
+        network::{Network, NetworkAction, SharedContainment},
+    },
     source::{Batch, EventSource as _, LiveOptions, LiveSource},
     trace::{TraceHeader, TraceWriter},
 };
@@ -37,7 +42,13 @@ pub fn trace_out(path: &Path) -> anyhow::Result<TraceWriter<Box<dyn Write + Send
 }
 
 /// Probes the kernel, loads the programs and registers the agents that exist now.
-pub fn start(config: &Config, initial: &mut Batch) -> anyhow::Result<LiveSource> {
+/// Probes the kernel, loads the programs and registers the agents that exist now; with a
+/// pipeline that responds, the network actuators get the containment maps.
+pub fn start(
+    config: &Config,
+    initial: &mut Batch,
+    pipeline: &mut Pipeline,
+) -> anyhow::Result<(LiveSource, Option<SharedContainment>)> {
     let (platform, report) = Platform::probe()?;
     log::debug!("feature probe:\n{report}");
     let opts = LoadOptions {
@@ -45,7 +56,27 @@ pub fn start(config: &Config, initial: &mut Batch) -> anyhow::Result<LiveSource>
         daemon_tgid: std::process::id(),
         pin_dir: config.pin_dir.clone(),
     };
-    let (kernel, maps) = Kernel::load(&platform, &opts)?;
+    let (kernel, mut maps) = Kernel::load(&platform, &opts)?;
+    let mut containment = None;
+    if let (Some(responder), Some(maps)) = (pipeline.responder_mut(), maps.containment.take()) {
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(Containment::open(maps)));
+        containment = Some(shared.clone());
+        let rate = &config.policy.rate_limit;
+        responder.add_actuator(
+            Tier::RateLimit,
+            Box::new(Network::new(
+                shared.clone(),
+                NetworkAction::RateLimit {
+                    connects_per_s: rate.connects_per_s,
+                    bytes_per_s: rate.bytes_per_s,
+                },
+            )),
+        );
+        responder.add_actuator(
+            Tier::Contain,
+            Box::new(Network::new(shared, NetworkAction::DenyAll)),
+        );
+    }
     let registry = AgentRegistry::new(platform.cgroup_v2.clone(), config.clone());
     let live = LiveOptions {
         poll_interval: Duration::from_millis(config.poll_interval_ms),
@@ -58,7 +89,25 @@ pub fn start(config: &Config, initial: &mut Batch) -> anyhow::Result<LiveSource>
         source.registry().len(),
         platform.cgroup_v2.display()
     );
-    Ok(source)
+    Ok((source, containment))
+}
+
+/// After the agents are announced: agents an earlier daemon contained (pinned DENY_ALL) are
+/// contained for this one too, so a release can lift it.
+pub fn restore_containment(pipeline: &mut Pipeline, containment: Option<&SharedContainment>) {
+    let Some(state) = containment.and_then(|c| c.lock().ok().and_then(|c| c.state().ok())) else {
+        return;
+    };
+    let denied: Vec<u64> = state
+        .iter()
+        .filter(|(_, p)| p.deny_all)
+        .map(|(cg, _)| *cg)
+        .collect();
+    if let Some(r) = pipeline.responder_mut() {
+        for agent in r.restore_contained(&denied, agent_monitor::clock::boot_ns()) {
+            log::warn!("{agent} is contained (DENY_ALL in force from before this start)");
+        }
+    }
 }
 
 pub async fn run(
@@ -67,8 +116,9 @@ pub async fn run(
     mut pipeline: Pipeline,
 ) -> anyhow::Result<ExitCode> {
     let mut batch = Batch::default();
-    let mut source = start(config, &mut batch)?;
+    let (mut source, containment) = start(config, &mut batch, &mut pipeline)?;
     pipeline.process(&batch)?;
+    restore_containment(&mut pipeline, containment.as_ref());
     if let Some(ready) = &args.ready_file {
         std::fs::write(ready, b"ready\n")
             .with_context(|| format!("writing {}", ready.display()))?;

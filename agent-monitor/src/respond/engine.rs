@@ -67,8 +67,37 @@ impl Responder {
 
     /// Runs `actuator` whenever an agent enters `tier` (or a higher one).
     pub fn with_actuator(mut self, tier: Tier, actuator: Box<dyn Actuator>) -> Self {
-        self.actuators.push((tier, actuator));
+        self.add_actuator(tier, actuator);
         self
+    }
+
+    pub fn add_actuator(&mut self, tier: Tier, actuator: Box<dyn Actuator>) {
+        self.actuators.push((tier, actuator));
+        // Lowest tier first: entering a tier applies them in this order, leaving undoes in reverse.
+        self.actuators.sort_by_key(|(t, _)| *t);
+    }
+
+    /// Marks the known agents of these cgroups as contained: a containment an earlier daemon
+    /// left in force (pinned state). Returns the agents restored.
+    pub fn restore_contained(&mut self, cgroups: &[u64], now_ns: u64) -> Vec<String> {
+        let agents: Vec<Arc<str>> = self
+            .targets
+            .iter()
+            .filter(|(_, t)| cgroups.contains(&t.cgroup_id))
+            .map(|(a, _)| a.clone())
+            .collect();
+        for agent in &agents {
+            self.states.insert(
+                agent.clone(),
+                AgentState {
+                    tier: Some(Tier::Contain),
+                    since_ns: now_ns,
+                    last_active_ns: now_ns,
+                    persisting: 0,
+                },
+            );
+        }
+        agents.iter().map(|a| a.to_string()).collect()
     }
 
     pub fn with_sink(mut self, sink: Box<dyn ResponseSink>) -> Self {

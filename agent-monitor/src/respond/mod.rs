@@ -4,5 +4,6 @@
 pub mod actuator;
 pub mod contain;
 pub mod engine;
+pub mod network;
 pub mod policy;
 pub mod state;

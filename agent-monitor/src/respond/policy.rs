@@ -70,6 +70,24 @@ pub struct PolicyConfig {
     pub escalate_after: u32,
     /// Quiet time (no finding above threshold - hysteresis) before a tier is lowered one step.
     pub cooldown_secs: u64,
+    /// What the rate-limit tier allows the agent.
+    pub rate_limit: RateLimit,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimit {
+    pub connects_per_s: u32,
+    pub bytes_per_s: u64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            connects_per_s: 5,
+            bytes_per_s: 1 << 20,
+        }
+    }
 }
 
 impl Default for PolicyConfig {
@@ -80,6 +98,7 @@ impl Default for PolicyConfig {
             hysteresis: 0.1,
             escalate_after: 3,
             cooldown_secs: 300,
+            rate_limit: RateLimit::default(),
         }
     }
 }
