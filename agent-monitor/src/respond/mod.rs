@@ -1,0 +1,3 @@
+//! Responses to findings: tickets, actions and their sinks.
+
+pub mod webhook;
