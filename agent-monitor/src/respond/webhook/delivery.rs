@@ -109,7 +109,11 @@ impl Signal {
         let gen0 = guard.1;
         let (guard, _) = self
             .cv
-            .wait_timeout_while(guard, timeout, |s| !s.0 && !(wakeable && s.1 != gen0))
+            .wait_timeout_while(guard, timeout, |s| {
+                let (stopped, generation) = *s;
+                let woken = wakeable && generation != gen0;
+                !(stopped || woken)
+            })
             .unwrap_or_else(PoisonError::into_inner);
         guard.0
     }
