@@ -523,3 +523,21 @@ fn webhook_config_and_submit_errors() {
     let err = Webhook::new(config("https://soc.example.com/t", dir.path())).expect_err("locked");
     assert!(err.to_string().contains("another agent-monitor"), "{err}");
 }
+
+#[test]
+fn webhook_documented_example_is_a_valid_ticket() {
+    let doc = include_str!("../../../../docs/SOC-TICKETS.md");
+    let start = doc.find("### Example").expect("example section");
+    let json = doc[start..]
+        .split("```json\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("json block");
+    let t: Ticket = serde_json::from_str(json).expect("the example parses as a Ticket");
+    assert_eq!(t.schema, SCHEMA);
+    assert_eq!(t.idempotency_key, idempotency_key(&t.ticket_id, t.version));
+    // Every documented field is one the code writes, and the other way round.
+    let doc_value: serde_json::Value = serde_json::from_str(json).expect("json");
+    let ours = serde_json::to_value(&t).expect("to value");
+    assert_eq!(doc_value, ours);
+}
