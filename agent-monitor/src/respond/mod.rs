@@ -1,5 +1,5 @@
 //! Responses: the decision policy, the response stage, and the actuators it drives (each
-//! idempotent and undoable).
+//! idempotent and undoable), SOC tickets and the release state.
 
 pub mod actuator;
 pub mod contain;
@@ -7,3 +7,4 @@ pub mod engine;
 pub mod network;
 pub mod policy;
 pub mod state;
+pub mod webhook;
