@@ -229,13 +229,14 @@ impl Snapshotter {
         }
 
         // Collect and write.
-        let result = self.collect_and_write(req, frozen_before, &mut notes);
+        let result = self.collect_and_write(req, frozen_before, &notes);
 
         // Thaw if ours and not to be kept.
-        if froze_it && !req.keep_frozen {
-            if let Err(e) = freeze::set(dir, false, self.timeout()) {
-                notes.push(format!("thaw failed: {e}"));
-            }
+        if froze_it
+            && !req.keep_frozen
+            && let Err(e) = freeze::set(dir, false, self.timeout())
+        {
+            notes.push(format!("thaw failed: {e}"));
         }
         record.frozen_now = freeze::is_frozen(dir).unwrap_or(false);
         record.undo = if record.frozen_now && froze_it {
@@ -300,7 +301,7 @@ impl Snapshotter {
         &self,
         req: &SnapshotRequest<'_>,
         frozen_before: bool,
-        notes: &mut Vec<String>,
+        notes: &[String],
     ) -> Result<Collected, SnapshotError> {
         let dir = req.cgroup_dir;
         let key = load_signing_key(&self.config.signing_key_file)?;
@@ -309,10 +310,10 @@ impl Snapshotter {
         let mut pids = Vec::new();
         list_pids(dir, dir, &mut cgroups, &mut pids)?;
 
-        let mut net = procfs::NetCache::default();
+        let mut cache = procfs::Cache::default();
         let processes: Vec<ProcessInfo> = pids
             .into_iter()
-            .map(|(pid, cgroup)| procfs::collect(pid, cgroup, &mut net))
+            .map(|(pid, cgroup)| procfs::collect(pid, cgroup, &mut cache))
             .collect();
         let frozen_at_end = freeze::is_frozen(dir)?;
         let events = self
@@ -341,7 +342,7 @@ impl Snapshotter {
                     frozen_before,
                     frozen_at_start,
                     frozen_at_end,
-                    notes: notes.clone(),
+                    notes: notes.to_vec(),
                 },
             )?;
             writer.json("processes.json", &tree(&processes))?;

@@ -5,7 +5,7 @@ use std::{
     collections::HashMap,
     fs,
     io::{self, Read as _},
-    os::unix::ffi::OsStrExt as _,
+    os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
     path::{Path, PathBuf},
 };
 
@@ -74,13 +74,15 @@ fn is_gone(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
 }
 
-/// Socket tables per network namespace, read once per namespace.
+/// What one snapshot reads once and shares between processes: socket tables per network
+/// namespace, and executable hashes per file (identity, size and modification time).
 #[derive(Default)]
-pub(super) struct NetCache {
+pub(super) struct Cache {
     by_netns: HashMap<String, HashMap<u64, SocketInfo>>,
+    exe_hashes: HashMap<(u64, u64, u64, i64, i64), String>,
 }
 
-impl NetCache {
+impl Cache {
     fn sockets(&mut self, pid: u32) -> &HashMap<u64, SocketInfo> {
         let ns = fs::read_link(format!("/proc/{pid}/ns/net"))
             .map(|p| p.to_string_lossy().into_owned())
@@ -91,8 +93,11 @@ impl NetCache {
     }
 }
 
+/// One part of the collection: `Err` only when the process is gone.
+type Step = fn(&Path, &mut ProcessInfo, &mut Cache) -> Result<(), io::Error>;
+
 /// Reads what `/proc/<pid>` holds about one process.
-pub(super) fn collect(pid: u32, cgroup: String, net: &mut NetCache) -> ProcessInfo {
+pub(super) fn collect(pid: u32, cgroup: String, cache: &mut Cache) -> ProcessInfo {
     let mut p = ProcessInfo {
         pid,
         cgroup,
@@ -101,10 +106,9 @@ pub(super) fn collect(pid: u32, cgroup: String, net: &mut NetCache) -> ProcessIn
     let dir = PathBuf::from(format!("/proc/{pid}"));
     // Each step returns Err only when the process is gone; other failures are noted and the
     // next step runs.
-    let steps: [fn(&Path, &mut ProcessInfo, &mut NetCache) -> Result<(), io::Error>; 6] =
-        [status, cmdline, exe, fds, maps, environ];
+    let steps: [Step; 6] = [status, cmdline, exe, fds, maps, environ];
     for step in steps {
-        if let Err(e) = step(&dir, &mut p, net) {
+        if let Err(e) = step(&dir, &mut p, cache) {
             if is_gone(&e) {
                 p.gone = true;
                 break;
@@ -128,7 +132,7 @@ fn named(e: io::Error, dir: &Path, name: &str) -> io::Error {
     }
 }
 
-fn status(dir: &Path, p: &mut ProcessInfo, _: &mut NetCache) -> Result<(), io::Error> {
+fn status(dir: &Path, p: &mut ProcessInfo, _: &mut Cache) -> Result<(), io::Error> {
     let text = String::from_utf8_lossy(&read(dir, "status")?).into_owned();
     let ids = |v: &str| -> Option<[u32; 4]> {
         let n: Vec<u32> = v
@@ -154,7 +158,7 @@ fn status(dir: &Path, p: &mut ProcessInfo, _: &mut NetCache) -> Result<(), io::E
     Ok(())
 }
 
-fn cmdline(dir: &Path, p: &mut ProcessInfo, _: &mut NetCache) -> Result<(), io::Error> {
+fn cmdline(dir: &Path, p: &mut ProcessInfo, _: &mut Cache) -> Result<(), io::Error> {
     let raw = read(dir, "cmdline")?;
     p.cmdline = Some(
         raw.split(|b| *b == 0)
@@ -165,7 +169,7 @@ fn cmdline(dir: &Path, p: &mut ProcessInfo, _: &mut NetCache) -> Result<(), io::
     Ok(())
 }
 
-fn exe(dir: &Path, p: &mut ProcessInfo, _: &mut NetCache) -> Result<(), io::Error> {
+fn exe(dir: &Path, p: &mut ProcessInfo, cache: &mut Cache) -> Result<(), io::Error> {
     let link = dir.join("exe");
     match fs::read_link(&link) {
         Ok(target) => p.exe = Some(target.to_string_lossy().into_owned()),
@@ -178,6 +182,18 @@ fn exe(dir: &Path, p: &mut ProcessInfo, _: &mut NetCache) -> Result<(), io::Erro
     }
     // Hash through the /proc link: it reaches the very file mapped, even if deleted or replaced.
     let mut file = fs::File::open(&link).map_err(|e| named(e, dir, "exe"))?;
+    let meta = file.metadata().map_err(|e| named(e, dir, "exe"))?;
+    let id = (
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+    );
+    if let Some(hash) = cache.exe_hashes.get(&id) {
+        p.exe_sha256 = Some(hash.clone());
+        return Ok(());
+    }
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -187,11 +203,13 @@ fn exe(dir: &Path, p: &mut ProcessInfo, _: &mut NetCache) -> Result<(), io::Erro
         }
         hasher.update(&buf[..n]);
     }
-    p.exe_sha256 = Some(hex::encode(hasher.finalize()));
+    let hash = hex::encode(hasher.finalize());
+    cache.exe_hashes.insert(id, hash.clone());
+    p.exe_sha256 = Some(hash);
     Ok(())
 }
 
-fn fds(dir: &Path, p: &mut ProcessInfo, net: &mut NetCache) -> Result<(), io::Error> {
+fn fds(dir: &Path, p: &mut ProcessInfo, cache: &mut Cache) -> Result<(), io::Error> {
     let fd_dir = dir.join("fd");
     let entries = fs::read_dir(&fd_dir).map_err(|e| named(e, dir, "fd"))?;
     let mut out = Vec::new();
@@ -213,7 +231,7 @@ fn fds(dir: &Path, p: &mut ProcessInfo, net: &mut NetCache) -> Result<(), io::Er
             .strip_prefix("socket:[")
             .and_then(|s| s.strip_suffix(']'))
             .and_then(|s| s.parse::<u64>().ok())
-            .and_then(|inode| net.sockets(p.pid).get(&inode).cloned());
+            .and_then(|inode| cache.sockets(p.pid).get(&inode).cloned());
         out.push(FdInfo {
             fd,
             target,
@@ -238,7 +256,7 @@ fn fdinfo(dir: &Path, fd: u32) -> (Option<String>, Option<u64>) {
     (field("flags:"), field("pos:").and_then(|v| v.parse().ok()))
 }
 
-fn maps(dir: &Path, p: &mut ProcessInfo, _: &mut NetCache) -> Result<(), io::Error> {
+fn maps(dir: &Path, p: &mut ProcessInfo, _: &mut Cache) -> Result<(), io::Error> {
     let text = String::from_utf8_lossy(&read(dir, "maps")?).into_owned();
     p.maps = text.lines().filter_map(parse_map_line).collect();
     Ok(())
@@ -268,7 +286,7 @@ pub(super) fn parse_map_line(line: &str) -> Option<MapEntry> {
     })
 }
 
-fn environ(dir: &Path, p: &mut ProcessInfo, _: &mut NetCache) -> Result<(), io::Error> {
+fn environ(dir: &Path, p: &mut ProcessInfo, _: &mut Cache) -> Result<(), io::Error> {
     let raw = read(dir, "environ")?;
     p.environ = hash_environ(&raw);
     Ok(())
@@ -322,15 +340,33 @@ mod tests {
     }
 
     #[test]
-    fn own_process_is_read_and_a_missing_one_is_gone() {
-        let mut net = NetCache::default();
-        let me = collect(std::process::id(), String::new(), &mut net);
-        assert!(!me.gone, "{:?}", me.errors);
-        assert!(me.exe_sha256.as_ref().is_some_and(|h| h.len() == 64));
-        assert!(!me.fds.is_empty());
-        assert!(!me.maps.is_empty());
+    fn a_live_process_is_read_and_a_missing_one_is_gone() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        // Before its exec the child is still this (large) test binary.
+        let start = std::time::Instant::now();
+        while !fs::read_link(format!("/proc/{pid}/exe"))
+            .is_ok_and(|p| p.file_name().is_some_and(|n| n == "sleep"))
+            && start.elapsed() < std::time::Duration::from_secs(5)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut cache = Cache::default();
+        let p = collect(pid, String::new(), &mut cache);
+        let again = collect(pid, String::new(), &mut cache);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!p.gone, "{:?}", p.errors);
+        assert_eq!(p.ppid, Some(std::process::id()));
+        assert!(p.exe_sha256.as_ref().is_some_and(|h| h.len() == 64));
+        assert_eq!(again.exe_sha256, p.exe_sha256);
+        assert!(!p.fds.is_empty());
+        assert!(!p.maps.is_empty());
         // Pid numbers are at most 2^22: this one is never in use.
-        let gone = collect(u32::MAX - 1, String::new(), &mut net);
+        let gone = collect(u32::MAX - 1, String::new(), &mut cache);
         assert!(gone.gone);
         assert!(gone.errors.is_empty());
     }
