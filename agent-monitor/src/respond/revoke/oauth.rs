@@ -69,13 +69,8 @@ impl super::Job for Job<'_> {
     fn send(&self, agent: &ureq::Agent) -> Result<Done, RevokeError> {
         let url = self.token.endpoint.as_str();
         http::check_url(url)?;
-        if self.token.client_id.is_empty() || self.token.client_id.contains(':') {
-            // RFC 6749 2.3.1 form-encodes the id, so ':' would survive; refuse it all the same,
-            // servers differ in decoding it.
-            return Err(RevokeError::Config(format!(
-                "client_id {:?} is empty or holds ':'",
-                self.token.client_id
-            )));
+        if self.token.client_id.is_empty() {
+            return Err(RevokeError::Config("oauth client_id is empty".into()));
         }
         let token = self.read_token()?;
         let secret_path = &self.token.client_secret_file;

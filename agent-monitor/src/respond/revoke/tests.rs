@@ -132,12 +132,12 @@ fn form_decode(body: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// An RFC 7009 revocation endpoint at `/oauth2/revoke` for client `fraud-client`.
+/// An RFC 7009 revocation endpoint at `/oauth2/revoke` for client `fraud:client` (a `:` in the id is form-encoded).
 fn rfc7009(s: &Seen) -> (u16, Vec<(&'static str, String)>, String) {
     let expected_auth = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!(
-            "fraud-client:{}",
+            "fraud%3Aclient:{}",
             super::http::form_encode(CLIENT_SECRET)
         ))
     );
@@ -224,7 +224,7 @@ fn files() -> Files {
 fn oauth_entry(endpoint: &str, f: &Files, secret: &Path) -> OAuthToken {
     OAuthToken {
         endpoint: endpoint.to_owned(),
-        client_id: "fraud-client".into(),
+        client_id: "fraud:client".into(),
         client_secret_file: secret.to_owned(),
         token: None,
         token_file: Some(f.token.clone()),
@@ -270,7 +270,7 @@ fn oauth_token_is_revoked_per_rfc7009_and_again_idempotently() {
         assert!(rec.ok, "round {round}: {rec:?}");
         assert_eq!(rec.action, "revoke_oauth_token");
         assert_eq!(rec.status, Some(200));
-        assert!(rec.undo.contains("irreversible") && rec.undo.contains("fraud-client"));
+        assert!(rec.undo.contains("irreversible") && rec.undo.contains("fraud:client"));
         assert_no_secret(&records);
     }
     let seen = server.seen();
