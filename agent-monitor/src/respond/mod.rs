@@ -4,7 +4,10 @@
 pub mod actuator;
 pub mod contain;
 pub mod engine;
+pub mod flight;
 pub mod network;
 pub mod policy;
+pub mod revoke;
+pub mod snapshot;
 pub mod state;
 pub mod webhook;
