@@ -12,6 +12,7 @@ pub mod eval;
 pub mod event;
 pub mod identity;
 pub mod pipeline;
+pub mod respond;
 pub mod source;
 pub mod trace;
 pub mod workload;
