@@ -32,12 +32,6 @@ pub fn key_id(key: &VerifyingKey) -> String {
 /// Reads a key file of 32 bytes in hex; the error names the file.
 pub fn read_key32(path: &Path) -> Result<[u8; 32], AuditError> {
     let text = fs::read_to_string(path).map_err(|e| AuditError::key(path, e.to_string()))?;
-    if let Ok(meta) = fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-        && !path.extension().is_some_and(|e| e == "pub")
-    {
-        log::warn!("key file {} is readable by group or others", path.display());
-    }
     let hex_text = text.trim();
     if hex_text.is_empty() {
         return Err(AuditError::key(
@@ -60,6 +54,20 @@ pub fn read_key32(path: &Path) -> Result<[u8; 32], AuditError> {
     Ok(out)
 }
 
+/// Reads a secret key file, warning when group or others may read it.
+pub(crate) fn read_secret32(path: &Path) -> Result<[u8; 32], AuditError> {
+    let key = read_key32(path)?;
+    if let Ok(meta) = fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        log::warn!(
+            "secret key file {} is readable by group or others",
+            path.display()
+        );
+    }
+    Ok(key)
+}
+
 /// The key entries are signed with, and its id.
 pub struct Signer {
     key: SigningKey,
@@ -76,7 +84,7 @@ impl Signer {
 
     /// Loads a signing key file (64 hex digits of the seed).
     pub fn load(path: &Path) -> Result<Self, AuditError> {
-        read_key32(path).map(|seed| Signer::from_seed(&seed))
+        read_secret32(path).map(|seed| Signer::from_seed(&seed))
     }
 
     /// A fresh key from the system's random source.

@@ -23,5 +23,7 @@ pub use entry::{EntryBody, GENESIS_PREV, Kind};
 pub use error::AuditError;
 pub use keys::{KeyFiles, KeyRing, Signer, keygen};
 pub use token::Tokenizer;
-pub use verify::{Expect, FailReason, VerifyFailure, VerifyReport, verify_file, verify_reader};
+pub use verify::{
+    Expect, FailReason, Verifier, VerifyFailure, VerifyReport, verify_file, verify_reader,
+};
 pub use writer::{AuditConfig, AuditLog};

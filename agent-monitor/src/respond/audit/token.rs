@@ -9,7 +9,7 @@ use std::path::Path;
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use sha2::Sha256;
 
-use super::{error::AuditError, keys::read_key32};
+use super::{error::AuditError, keys::read_secret32};
 
 /// Prefix of every token.
 pub const TOKEN_PREFIX: &str = "tok:";
@@ -27,7 +27,7 @@ impl Tokenizer {
 
     /// Loads a token key file (64 hex digits).
     pub fn load(path: &Path) -> Result<Self, AuditError> {
-        read_key32(path).map(Tokenizer::new)
+        read_secret32(path).map(Tokenizer::new)
     }
 
     /// `tok:` + 32 lowercase hex digits.

@@ -167,92 +167,126 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Chain state while reading a log line by line: feed every line with its `\n` to
+/// [`Verifier::push`], then call [`Verifier::finish`]. Cloning it after a line gives the state to
+/// resume from there.
+#[derive(Debug, Clone)]
+pub struct Verifier<'k> {
+    keys: &'k KeyRing,
+    line: u64,
+    head_seq: u64,
+    prev: String,
+    per_key: Vec<(String, u64)>,
+}
+
+impl<'k> Verifier<'k> {
+    pub fn new(keys: &'k KeyRing) -> Self {
+        Verifier {
+            keys,
+            line: 0,
+            head_seq: 0,
+            prev: GENESIS_PREV.to_owned(),
+            per_key: Vec::new(),
+        }
+    }
+
+    /// Checks the next line (with its final `\n`, which only the last line of a torn file lacks)
+    /// and returns its entry.
+    pub fn push(&mut self, raw: &[u8]) -> Result<EntryBody, VerifyFailure> {
+        self.line += 1;
+        let line_no = self.line;
+        let fail = |seq, reason| VerifyFailure {
+            line: line_no,
+            seq,
+            reason,
+        };
+        let Some(line) = raw.strip_suffix(b"\n") else {
+            return Err(fail(None, FailReason::Incomplete));
+        };
+        let checked = check_line(line, self.keys).map_err(|(seq, r)| fail(seq, r))?;
+        let seq = checked.body.seq;
+        if seq != self.head_seq + 1 {
+            return Err(fail(
+                Some(seq),
+                FailReason::Seq {
+                    expected: self.head_seq + 1,
+                    found: seq,
+                },
+            ));
+        }
+        if checked.body.prev != self.prev {
+            return Err(fail(
+                Some(seq),
+                FailReason::Prev {
+                    expected: self.prev.clone(),
+                    found: checked.body.prev,
+                },
+            ));
+        }
+        let key_id = &checked.body.key_id;
+        match self.per_key.iter_mut().find(|(k, _)| k == key_id) {
+            Some((_, n)) => *n += 1,
+            None => self.per_key.push((key_id.clone(), 1)),
+        }
+        self.head_seq = seq;
+        self.prev = checked.digest;
+        Ok(checked.body)
+    }
+
+    /// The verdict once every line was pushed, checked against the external anchors.
+    pub fn finish(self, expect: &Expect) -> Result<VerifyReport, VerifyFailure> {
+        let head = |reason| VerifyFailure {
+            line: self.line,
+            seq: Some(self.head_seq),
+            reason,
+        };
+        if let Some(expected) = expect.seq
+            && expected != self.head_seq
+        {
+            return Err(head(FailReason::HeadSeq {
+                expected,
+                found: self.head_seq,
+            }));
+        }
+        if let Some(expected) = &expect.head
+            && !expected.eq_ignore_ascii_case(&self.prev)
+        {
+            return Err(head(FailReason::HeadDigest {
+                expected: expected.clone(),
+                found: self.prev.clone(),
+            }));
+        }
+        Ok(VerifyReport {
+            entries: self.line,
+            head_seq: self.head_seq,
+            head_digest: self.prev,
+            keys: self.per_key,
+        })
+    }
+}
+
 /// Verifies a log read from `input`.
 pub fn verify_reader<R: BufRead>(
     mut input: R,
     keys: &KeyRing,
     expect: &Expect,
 ) -> Result<VerifyReport, VerifyFailure> {
+    let mut verifier = Verifier::new(keys);
     let mut buf = Vec::new();
-    let mut line_no = 0u64;
-    let mut prev = GENESIS_PREV.to_owned();
-    let mut head_seq = 0u64;
-    let mut per_key: Vec<(String, u64)> = Vec::new();
     loop {
         buf.clear();
         let n = input
             .read_until(b'\n', &mut buf)
             .map_err(|e| VerifyFailure {
-                line: line_no + 1,
+                line: verifier.line + 1,
                 seq: None,
                 reason: FailReason::Read(e.to_string()),
             })?;
         if n == 0 {
-            break;
+            return verifier.finish(expect);
         }
-        line_no += 1;
-        let fail = |seq, reason| VerifyFailure {
-            line: line_no,
-            seq,
-            reason,
-        };
-        let Some(line) = buf.strip_suffix(b"\n") else {
-            return Err(fail(None, FailReason::Incomplete));
-        };
-        let checked = check_line(line, keys).map_err(|(seq, r)| fail(seq, r))?;
-        let seq = checked.body.seq;
-        if seq != head_seq + 1 {
-            return Err(fail(
-                Some(seq),
-                FailReason::Seq {
-                    expected: head_seq + 1,
-                    found: seq,
-                },
-            ));
-        }
-        if checked.body.prev != prev {
-            return Err(fail(
-                Some(seq),
-                FailReason::Prev {
-                    expected: prev,
-                    found: checked.body.prev.clone(),
-                },
-            ));
-        }
-        match per_key.iter_mut().find(|(k, _)| *k == checked.body.key_id) {
-            Some((_, n)) => *n += 1,
-            None => per_key.push((checked.body.key_id.clone(), 1)),
-        }
-        head_seq = seq;
-        prev = checked.digest;
+        verifier.push(&buf)?;
     }
-    let head = |reason| VerifyFailure {
-        line: line_no,
-        seq: Some(head_seq),
-        reason,
-    };
-    if let Some(expected) = expect.seq
-        && expected != head_seq
-    {
-        return Err(head(FailReason::HeadSeq {
-            expected,
-            found: head_seq,
-        }));
-    }
-    if let Some(expected) = &expect.head
-        && !expected.eq_ignore_ascii_case(&prev)
-    {
-        return Err(head(FailReason::HeadDigest {
-            expected: expected.clone(),
-            found: prev,
-        }));
-    }
-    Ok(VerifyReport {
-        entries: line_no,
-        head_seq,
-        head_digest: prev,
-        keys: per_key,
-    })
 }
 
 /// Verifies the log file at `path`. The outer error is the file not opening; the inner result is
