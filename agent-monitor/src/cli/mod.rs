@@ -1,6 +1,8 @@
 //! Command-line interface. Configuration precedence: the embedded default, replaced by
 //! `--config FILE` when given; command-line flags then override single keys.
 
+mod audit;
+mod contain;
 mod demo;
 mod eval;
 mod live;
@@ -117,6 +119,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Lift the responses in force for an agent (a containment needs two distinct approvers).
     Release(release::ReleaseArgs),
+    /// Tamper-evident audit log: keygen, verify, show, token, append.
+    Audit(audit::AuditArgs),
+    /// Containment in the kernel, from another process: status, deny, rate-limit, release.
+    Contain(contain::ContainArgs),
     /// Check what this kernel and host provide.
     Probe,
     /// Run a scripted workload (used by the demo, tests and benchmarks).
@@ -133,6 +139,8 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         Command::Train(args) => train::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Release(args) => release::run(&args),
+        Command::Audit(args) => audit::run(&args),
+        Command::Contain(args) => contain::run(&args),
         Command::Probe => {
             let (_, report) = Platform::probe()?;
             print!("{report}");
@@ -233,7 +241,9 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
         | Command::Workload { .. }
         | Command::Train(_)
         | Command::Eval(_)
-        | Command::Release(_) => {
+        | Command::Release(_)
+        | Command::Audit(_)
+        | Command::Contain(_) => {
             unreachable!("handled synchronously")
         }
     }

@@ -1,7 +1,8 @@
 //! Responses: the decision policy, the response stage, and the actuators it drives (each
-//! idempotent and undoable), SOC tickets and the release state.
+//! idempotent and undoable), SOC tickets, the audit log and the release state.
 
 pub mod actuator;
+pub mod audit;
 pub mod contain;
 pub mod engine;
 pub mod flight;
