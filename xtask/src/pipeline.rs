@@ -199,14 +199,14 @@ fn synthetic_rules(n: usize) -> anyhow::Result<RuleSet> {
     for i in 0..n {
         let rule = match i % 3 {
             0 => format!(
-                "  - name: synthetic-open-{i}\n    kinds: open\n    when:\n      path: {{starts_with: /synthetic/{i}/}}\n    tier: log\n    summary: synthetic\n"
+                "  - name: synthetic-open-{i}\n    description: synthetic\n    kinds: open\n    when:\n      path: {{starts_with: /synthetic/{i}/}}\n    tier: log\n    summary: synthetic\n"
             ),
             1 => format!(
-                "  - name: synthetic-connect-{i}\n    kinds: connect\n    when:\n      port: {}\n    tier: log\n    summary: synthetic\n",
+                "  - name: synthetic-connect-{i}\n    description: synthetic\n    kinds: connect\n    when:\n      port: {}\n    tier: log\n    summary: synthetic\n",
                 40_000 + i
             ),
             _ => format!(
-                "  - name: synthetic-exec-{i}\n    kinds: exec\n    when:\n      filename: {{glob: \"/synthetic/{i}/*\"}}\n    tier: log\n    summary: synthetic\n"
+                "  - name: synthetic-exec-{i}\n    description: synthetic\n    kinds: exec\n    when:\n      filename: {{glob: \"/synthetic/{i}/*\"}}\n    tier: log\n    summary: synthetic\n"
             ),
         };
         yaml.push_str(&rule);
