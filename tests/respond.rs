@@ -1,12 +1,55 @@
 //! Response end to end, as root against the real kernel: an agent triggers a containment rule;
-//! its next connect fails with EPERM; one approver cannot lift it, two distinct ones do, and
-//! the agent connects again.
+//! its next connect fails with EPERM; a webhook server on loopback receives one signed ticket;
+//! one approver cannot lift the containment, two distinct ones do, and the agent connects
+//! again; the audit log of all of it verifies.
 
 mod common;
 
-use std::{net::TcpListener, path::Path, process::Command};
+use std::{
+    net::TcpListener,
+    path::Path,
+    process::Command,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
+use agent_monitor::respond::webhook::{
+    HEADER_IDEMPOTENCY, HEADER_SIGNATURE, HEADER_TIMESTAMP, verify,
+};
 use common::*;
+use serde_json::Value;
+
+/// (timestamp, signature, idempotency key, body) of each request.
+type Received = Arc<Mutex<Vec<(String, String, String, String)>>>;
+
+/// A real HTTP server on loopback that records every request and answers 200.
+fn soc_receiver() -> (String, Received) {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/tickets", server.server_addr());
+    let got = Received::default();
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for mut req in server.incoming_requests() {
+            let header = |name: &'static str| {
+                req.headers()
+                    .iter()
+                    .find(|h| h.field.equiv(name))
+                    .map(|h| h.value.to_string())
+                    .unwrap_or_default()
+            };
+            let (ts, sig, key) = (
+                header(HEADER_TIMESTAMP),
+                header(HEADER_SIGNATURE),
+                header(HEADER_IDEMPOTENCY),
+            );
+            let mut body = String::new();
+            let _ = std::io::Read::read_to_string(req.as_reader(), &mut body);
+            sink.lock().unwrap().push((ts, sig, key, body));
+            let _ = req.respond(tiny_http::Response::empty(200));
+        }
+    });
+    (url, got)
+}
 
 fn release(config: &Path, agent: &str, approver: &str) -> (bool, String) {
     let out = Command::new(BIN)
@@ -30,12 +73,30 @@ fn a_contain_rule_denies_the_next_connect_until_two_approvers_release() {
     std::thread::spawn(move || for _ in listener.incoming() {});
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
     let pins = format!("/sys/fs/bpf/agent-monitor-test-{}", std::process::id());
+    let keys = tmp.path().join("keys");
+    let status = Command::new(BIN)
+        .args(["audit", "keygen", "--dir"])
+        .arg(&keys)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let hmac_key = b"test webhook key, at least 32 bytes long";
+    std::fs::write(keys.join("webhook.key"), hmac_key).unwrap();
+    let (url, received) = soc_receiver();
+    let audit_log = tmp.path().join("audit.jsonl");
     let config = format!(
         "watch: [{}]\nrescan_interval_ms: 50\npin_dir: {pins}\n\
-         detection:\n  models_dir: {}\n  rules_dir: {}\n",
+         detection:\n  models_dir: {}\n  rules_dir: {}\n\
+         audit: {{path: {}, signing_key: {}, token_key: {}}}\n\
+         webhook: {{url: '{url}', key_file: {}, outbox_dir: {}, retry_initial_ms: 100}}\n",
         cgroups.root.join("agents").display(),
         tmp.path().join("no-models").display(),
-        rules.display()
+        rules.display(),
+        audit_log.display(),
+        keys.join("audit-signing.key").display(),
+        keys.join("audit-token.key").display(),
+        keys.join("webhook.key").display(),
+        tmp.path().join("outbox").display(),
     );
     let daemon = Daemon::start(tmp.path(), &config, None);
     let cfg = tmp.path().join("config.yaml");
@@ -57,6 +118,28 @@ fn a_contain_rule_denies_the_next_connect_until_two_approvers_release() {
     );
     let (_, code) = workload_in(&agent, std::slice::from_ref(&connect));
     assert_ne!(code, 0, "and keeps failing");
+
+    // One signed ticket about the containment reaches the SOC.
+    let start = Instant::now();
+    while received.lock().unwrap().is_empty() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tickets = received.lock().unwrap().clone();
+    assert!(!tickets.is_empty(), "no ticket delivered");
+    let mut ids = std::collections::BTreeSet::new();
+    for (ts, sig, key, body) in &tickets {
+        verify(body.as_bytes(), ts, sig, hmac_key).expect("the ticket's signature verifies");
+        assert!(!key.is_empty(), "idempotency key");
+        let t: Value = serde_json::from_str(body).unwrap();
+        ids.insert(t["ticket_id"].as_str().unwrap_or_default().to_owned());
+        assert_eq!(t["agent"]["id"], "fraud-9", "{t:#}");
+        assert_eq!(t["tier"], "contain", "{t:#}");
+        assert!(
+            body.contains("agent-monitor release fraud-9"),
+            "rollback command: {body}"
+        );
+    }
+    assert_eq!(ids.len(), 1, "one ticket (updates keep its id): {ids:?}");
 
     let (ok, out) = release(&cfg, "fraud-9", "alice");
     assert!(ok && out.contains("1 of 2"), "{out}");
@@ -84,6 +167,30 @@ fn a_contain_rule_denies_the_next_connect_until_two_approvers_release() {
     assert!(
         lines.iter().any(|l| l.get("release").is_some()),
         "the release is reported"
+    );
+
+    // The audit log holds the decision, the actions, the approvals and the release, and
+    // verifies; the agent's id never appears in clear.
+    let log = std::fs::read_to_string(&audit_log).unwrap();
+    for kind in ["\"decision\"", "\"action\"", "\"approval\"", "\"release\""] {
+        assert!(log.contains(kind), "{kind} entry in {log}");
+    }
+    assert!(
+        !log.contains("fraud-9") && !log.contains("alice"),
+        "tokenised: {log}"
+    );
+    let out = Command::new(BIN)
+        .args(["audit", "verify"])
+        .arg(&audit_log)
+        .arg("--public-key")
+        .arg(keys.join("audit-signing.pub"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     let _ = std::fs::remove_dir_all(&pins);
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 /// The shipped defaults, also the documentation of every key.
 pub const DEFAULT_YAML: &str = include_str!("../../config/default.yaml");
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -31,10 +31,42 @@ pub struct Config {
     pub policy: crate::respond::policy::PolicyConfig,
     #[serde(default = "defaults::state_dir")]
     pub state_dir: PathBuf,
+    /// Signed, chained audit log of decisions, actions and releases (`None`: not written).
+    #[serde(default)]
+    pub audit: Option<crate::respond::audit::AuditConfig>,
+    /// SOC tickets (`None`: no tickets).
+    #[serde(default)]
+    pub webhook: Option<WebhookSettings>,
+    /// Which credentials each agent holds, for revocation at containment.
+    #[serde(default)]
+    pub revoke: Option<crate::respond::revoke::RevokeConfig>,
+    /// Forensic snapshot at containment (`None`: no snapshot).
+    #[serde(default)]
+    pub snapshot: Option<crate::respond::snapshot::SnapshotConfig>,
+    /// The flight recorder of each agent's last events (for snapshots).
+    #[serde(default)]
+    pub flight: crate::respond::flight::FlightConfig,
     /// bpffs directory where containment (its maps and enforcing hooks) is pinned so that it
     /// outlives the daemon; `null` pins nothing.
     #[serde(default = "defaults::pin_dir")]
     pub pin_dir: Option<PathBuf>,
+}
+
+/// The SOC webhook.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    pub url: String,
+    /// File holding the HMAC-SHA256 key.
+    pub key_file: PathBuf,
+    /// Durable outbox directory.
+    pub outbox_dir: PathBuf,
+    /// Findings of an agent within this many seconds update its open ticket.
+    #[serde(default = "defaults::group_window_secs")]
+    pub group_window_secs: u64,
+    /// First retry wait in milliseconds (doubling to 5 minutes).
+    #[serde(default = "defaults::retry_initial_ms")]
+    pub retry_initial_ms: u64,
 }
 
 /// Feature windows, baselines, models and rules.
@@ -105,6 +137,12 @@ mod defaults {
     }
     pub fn state_dir() -> std::path::PathBuf {
         "/var/lib/agent-monitor".into()
+    }
+    pub fn group_window_secs() -> u64 {
+        900
+    }
+    pub fn retry_initial_ms() -> u64 {
+        1000
     }
     pub fn pin_dir() -> Option<std::path::PathBuf> {
         Some("/sys/fs/bpf/agent-monitor".into())
@@ -223,6 +261,8 @@ mod tests {
         // The shipped file documents the defaults: it must say what the code assumes.
         assert_eq!(c.detection, Detection::default());
         assert_eq!(c.policy, crate::respond::policy::PolicyConfig::default());
+        assert_eq!(c.flight, crate::respond::flight::FlightConfig::default());
+        assert!(c.audit.is_none() && c.webhook.is_none() && c.snapshot.is_none());
     }
 
     #[test]

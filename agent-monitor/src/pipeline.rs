@@ -36,6 +36,7 @@ pub struct Pipeline {
     findings_out: Option<Box<dyn Write + Send>>,
     findings: Vec<Finding>,
     responder: Option<Responder>,
+    flight: Option<std::sync::Arc<crate::respond::flight::FlightRecorder>>,
     /// Replay: time is the events' own; live: the boot clock closes idle windows.
     live_clock: bool,
     /// Latest event time seen.
@@ -66,6 +67,15 @@ impl Pipeline {
 
     pub fn with_responder(mut self, responder: Responder) -> Self {
         self.responder = Some(responder);
+        self
+    }
+
+    /// Keeps each agent's last events for forensic snapshots.
+    pub fn with_flight_recorder(
+        mut self,
+        flight: std::sync::Arc<crate::respond::flight::FlightRecorder>,
+    ) -> Self {
+        self.flight = Some(flight);
         self
     }
 
@@ -154,6 +164,9 @@ impl Pipeline {
                     }
                     if let Some(r) = &mut self.responder {
                         r.on_event(&event);
+                    }
+                    if let Some(f) = &self.flight {
+                        f.push(&event);
                     }
                     if let Some(d) = &mut self.detection {
                         d.on_event(&event, &mut self.findings);

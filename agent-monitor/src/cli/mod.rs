@@ -9,10 +9,11 @@ mod live;
 mod release;
 mod train;
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use agent_monitor::{
     config::Config,
+    detect::Tier,
     detect::{
         engine::Detection,
         rules::{RuleEngine, RuleSet},
@@ -20,8 +21,15 @@ use agent_monitor::{
     ebpf::Platform,
     pipeline::Pipeline,
     respond::{
+        audit::AuditLog,
         engine::Responder,
+        flight::FlightRecorder,
+        host::{Revoke, Snapshot},
+        revoke::Revoker,
+        sinks::{AuditSink, WebhookSink},
+        snapshot::Snapshotter,
         state::{StateDir, StateSink},
+        webhook::{Webhook, WebhookConfig},
     },
     source::ReplaySource,
     workload::{self, Step},
@@ -166,10 +174,12 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             let config = load_config(&live)?;
             let mut detection = detection(&config)?;
             detection.set_wall_offset(agent_monitor::clock::wall_offset_ns());
+            let flight = Arc::new(FlightRecorder::new(config.flight));
             let mut pipeline = Pipeline::default()
                 .with_json(live::json_out(output.as_deref())?)
                 .with_detection(detection)
-                .with_responder(responder(&config, true))
+                .with_responder(responder(&config, true, &flight)?)
+                .with_flight_recorder(flight)
                 .with_live_clock();
             if let Some(path) = &record {
                 pipeline = pipeline.with_trace(live::trace_out(path)?);
@@ -209,9 +219,11 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
                 };
                 let mut detection = detection(&config)?;
                 detection.set_wall_anchor(i128::from(h.created_unix_ms) * 1_000_000);
-                pipeline = pipeline
-                    .with_detection(detection)
-                    .with_responder(responder(&config, false));
+                pipeline = pipeline.with_detection(detection).with_responder(responder(
+                    &config,
+                    false,
+                    &Arc::new(FlightRecorder::new(config.flight)),
+                )?);
             }
             pipeline
                 .run(&mut source, std::future::pending())
@@ -282,17 +294,54 @@ fn detection(config: &Config) -> anyhow::Result<Detection> {
     Ok(detection)
 }
 
-/// The response stage. Actuators that act on the host are added by the live commands; replay
-/// runs none (its decisions are what the live run would have decided).
-fn responder(config: &Config, live: bool) -> Responder {
+/// The response stage. Live, it gets the configured sinks (state, audit log, SOC webhook) and
+/// host actuators (token revocation, forensic snapshot); the network actuators are added once
+/// the kernel maps exist. Replay runs none: its decisions are what the live run would have
+/// decided.
+fn responder(
+    config: &Config,
+    live: bool,
+    flight: &Arc<FlightRecorder>,
+) -> anyhow::Result<Responder> {
     let mut responder = Responder::new(config.policy.clone());
-    if live {
-        responder = responder.with_sink(Box::new(StateSink(StateDir::new(&config.state_dir))));
-    }
     if let Ok(root) = agent_monitor::cgroup::v2_mount() {
         responder = responder.with_cgroup_root(root);
     }
-    responder
+    if !live {
+        return Ok(responder);
+    }
+    responder = responder.with_sink(Box::new(StateSink(StateDir::new(&config.state_dir))));
+    if let Some(audit) = &config.audit {
+        let log = AuditLog::from_config(audit)?;
+        responder = responder.with_sink(Box::new(AuditSink(log)));
+    }
+    if let Some(w) = &config.webhook {
+        let mut wc = WebhookConfig::new(&w.url, w.key_file.clone(), w.outbox_dir.clone());
+        wc.group_window = Duration::from_secs(w.group_window_secs);
+        wc.backoff.initial = Duration::from_millis(w.retry_initial_ms);
+        let webhook = Webhook::new(wc)?;
+        let delivery = webhook.start_delivery()?;
+        responder = responder.with_sink(Box::new(WebhookSink {
+            webhook,
+            _delivery: delivery,
+        }));
+    }
+    if let Some(revoke) = &config.revoke {
+        responder.add_actuator(
+            Tier::Contain,
+            Box::new(Revoke(Revoker::new(revoke.clone()))),
+        );
+    }
+    if let Some(snapshot) = &config.snapshot {
+        responder.add_actuator(
+            Tier::Contain,
+            Box::new(Snapshot {
+                snapshotter: Snapshotter::new(snapshot.clone(), Some(flight.clone())),
+                keep_frozen: config.policy.keep_frozen,
+            }),
+        );
+    }
+    Ok(responder)
 }
 
 fn load_config(args: &LiveArgs) -> anyhow::Result<Config> {

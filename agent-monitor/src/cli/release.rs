@@ -6,6 +6,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use agent_monitor::{
     detect::Tier,
+    respond::audit::{AuditLog, Kind},
     respond::state::{ReleaseRequest, StateDir, now_rfc3339},
 };
 use anyhow::bail;
@@ -48,6 +49,23 @@ pub fn run(args: &ReleaseArgs) -> anyhow::Result<ExitCode> {
     let needed = if tier == Tier::Contain { 2 } else { 1 };
     let approvals = state.approve(&args.agent, &args.approver, &args.reason)?;
     let have = approvals.approvers.len();
+    if let Some(audit) = &config.audit {
+        // The daemon may be appending too: the log's own lock keeps the chain whole.
+        let mut log = AuditLog::from_config(audit)?;
+        let approver = log.token(&args.approver);
+        log.append(
+            Kind::Approval,
+            Some(&args.agent),
+            Some(&record.target.class),
+            serde_json::json!({
+                "approver": approver,
+                "tier": tier,
+                "approvals": have,
+                "needed": needed,
+                "reason": args.reason,
+            }),
+        )?;
+    }
     if have < needed {
         println!(
             "{}: approval by {} recorded ({have} of {needed}); a containment needs another, \

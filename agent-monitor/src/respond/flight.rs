@@ -31,9 +31,9 @@ pub struct FlightConfig {
 impl Default for FlightConfig {
     fn default() -> Self {
         Self {
-            per_agent: 1024,
-            per_agent_bytes: 1 << 20,
-            max_agents: 4096,
+            per_agent: 256,
+            per_agent_bytes: 16 << 10,
+            max_agents: 1024,
         }
     }
 }

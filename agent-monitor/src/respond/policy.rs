@@ -72,6 +72,8 @@ pub struct PolicyConfig {
     pub cooldown_secs: u64,
     /// What the rate-limit tier allows the agent.
     pub rate_limit: RateLimit,
+    /// After the forensic snapshot of a containment, keep the agent frozen until release.
+    pub keep_frozen: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +101,7 @@ impl Default for PolicyConfig {
             escalate_after: 3,
             cooldown_secs: 300,
             rate_limit: RateLimit::default(),
+            keep_frozen: true,
         }
     }
 }

@@ -1,0 +1,122 @@
+//! The response sinks: every decision, action and release goes to the audit log, and decisions
+//! become SOC tickets through the webhook outbox.
+
+use super::{
+    actuator::{ActionOutcome, Target},
+    audit::{AuditLog, Kind},
+    engine::{Response, ResponseSink},
+    webhook::{ActionRecord, DeliveryHandle, TicketContext, Webhook},
+};
+
+/// Decisions, actions and releases as signed, chained audit entries.
+pub struct AuditSink(pub AuditLog);
+
+impl ResponseSink for AuditSink {
+    fn name(&self) -> &'static str {
+        "audit"
+    }
+
+    fn on_response(&mut self, r: &Response) -> anyhow::Result<()> {
+        let t = &r.target;
+        let rules: Vec<String> = r
+            .findings
+            .iter()
+            .map(|f| match &f.source {
+                crate::detect::Source::Rule { name, .. } => format!("rule:{name}"),
+                other => format!("{other:?}").to_lowercase(),
+            })
+            .collect();
+        let max_score = r.findings.iter().map(|f| f.score).fold(0.0, f64::max);
+        self.0.append(
+            Kind::Decision,
+            Some(&t.agent_id),
+            Some(&t.class),
+            serde_json::json!({
+                "cgroup_id": t.cgroup_id,
+                "from": r.decision.from,
+                "to": r.decision.to,
+                "reason": r.decision.reason,
+                "findings": r.findings.len(),
+                "sources": rules,
+                "max_score": max_score,
+            }),
+        )?;
+        for a in &r.actions {
+            let data = self.tokenised(&t.agent_id, serde_json::to_value(a)?)?;
+            self.0
+                .append(Kind::Action, Some(&t.agent_id), Some(&t.class), data)?;
+        }
+        Ok(())
+    }
+
+    fn on_release(
+        &mut self,
+        t: &Target,
+        approvers: &[String],
+        actions: &[ActionOutcome],
+    ) -> anyhow::Result<()> {
+        // Approvers are people: their names are tokenised like agent ids.
+        let approvers: Vec<String> = approvers.iter().map(|a| self.0.token(a)).collect();
+        let data = self.tokenised(
+            &t.agent_id,
+            serde_json::json!({ "approvers": approvers, "actions": actions }),
+        )?;
+        self.0
+            .append(Kind::Release, Some(&t.agent_id), Some(&t.class), data)?;
+        Ok(())
+    }
+}
+
+impl AuditSink {
+    /// The agent id inside free text (action details, undo commands) replaced by its token, so
+    /// the log names it the same way everywhere.
+    fn tokenised(&self, agent: &str, data: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let text = serde_json::to_string(&data)?;
+        let token = self.0.token(agent);
+        Ok(serde_json::from_str(&text.replace(agent, &token))?)
+    }
+}
+
+/// Decisions as SOC tickets: durable in the outbox before this returns, delivered by the
+/// webhook's worker thread.
+pub struct WebhookSink {
+    pub webhook: Webhook,
+    /// Keeps the delivery thread running for the sink's life.
+    pub _delivery: DeliveryHandle,
+}
+
+impl ResponseSink for WebhookSink {
+    fn name(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn on_response(&mut self, r: &Response) -> anyhow::Result<()> {
+        // A ticket needs a tier and the findings behind it (a cooldown lowering has none).
+        let (Some(tier), false) = (r.decision.to, r.findings.is_empty()) else {
+            return Ok(());
+        };
+        let actions: Vec<ActionRecord> = r
+            .actions
+            .iter()
+            .map(|a| ActionRecord {
+                action: a.action.clone(),
+                ok: a.ok,
+                detail: a.detail.clone(),
+                undo: a.undo.clone(),
+            })
+            .collect();
+        let context = TicketContext {
+            rollback: vec![format!(
+                "agent-monitor release {} --approver <you>   # a containment needs a second, different approver",
+                r.target.agent_id
+            )],
+            ..TicketContext::default()
+        };
+        self.webhook.submit(&r.findings, tier, &actions, context)?;
+        Ok(())
+    }
+
+    fn on_release(&mut self, _: &Target, _: &[String], _: &[ActionOutcome]) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
