@@ -189,6 +189,36 @@ impl StateDir {
     }
 }
 
+/// Keeps `agents/<agent>.json` current for the CLI.
+pub struct StateSink(pub StateDir);
+
+impl super::engine::ResponseSink for StateSink {
+    fn name(&self) -> &'static str {
+        "state"
+    }
+
+    fn on_response(&mut self, r: &super::engine::Response) -> anyhow::Result<()> {
+        Ok(self.0.write_agent(&AgentRecord {
+            target: r.target.clone(),
+            tier: r.decision.to,
+            since: now_rfc3339(),
+        })?)
+    }
+
+    fn on_release(
+        &mut self,
+        target: &Target,
+        _approvers: &[String],
+        _actions: &[ActionOutcome],
+    ) -> anyhow::Result<()> {
+        Ok(self.0.write_agent(&AgentRecord {
+            target: target.clone(),
+            tier: None,
+            since: now_rfc3339(),
+        })?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,35 +280,5 @@ mod tests {
             s.approve("../etc", "x", ""),
             Err(StateError::BadAgent(_))
         ));
-    }
-}
-
-/// Keeps `agents/<agent>.json` current for the CLI.
-pub struct StateSink(pub StateDir);
-
-impl super::engine::ResponseSink for StateSink {
-    fn name(&self) -> &'static str {
-        "state"
-    }
-
-    fn on_response(&mut self, r: &super::engine::Response) -> anyhow::Result<()> {
-        Ok(self.0.write_agent(&AgentRecord {
-            target: r.target.clone(),
-            tier: r.decision.to,
-            since: now_rfc3339(),
-        })?)
-    }
-
-    fn on_release(
-        &mut self,
-        target: &Target,
-        _approvers: &[String],
-        _actions: &[ActionOutcome],
-    ) -> anyhow::Result<()> {
-        Ok(self.0.write_agent(&AgentRecord {
-            target: target.clone(),
-            tier: None,
-            since: now_rfc3339(),
-        })?)
     }
 }
