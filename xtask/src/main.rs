@@ -1,6 +1,8 @@
-//! Project tasks: `cargo xtask bench capture`, `cargo xtask bench pipeline`.
+//! Project tasks: `cargo xtask bench capture`, `cargo xtask bench pipeline`,
+//! `cargo xtask bench contain`.
 
 mod capture;
+mod contain;
 mod pipeline;
 mod stats;
 
@@ -27,6 +29,8 @@ enum Bench {
     Capture(capture::Options),
     /// Userspace pipeline in replay: events per CPU-second by stage, and rule-count scaling.
     Pipeline(pipeline::Options),
+    /// Offending syscall to containment in force, idle and under load.
+    Contain(contain::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,6 +41,9 @@ fn main() -> anyhow::Result<()> {
         Task::Bench {
             which: Bench::Pipeline(opts),
         } => pipeline::run(&opts),
+        Task::Bench {
+            which: Bench::Contain(opts),
+        } => contain::run(&opts),
     }
 }
 

@@ -4,6 +4,8 @@
 //! Steps (one argument each): `getppid:N`, `read:PATH`, `write:PATH`, `unlink:PATH`,
 //! `rename:FROM:TO`, `chmod:PATH:OCTAL`, `connect:HOST:PORT` (TCP, sends a line, reads a reply),
 //! `accept:HOST:PORT` (listens and accepts one TCP connection, 10 s at most),
+//! `offend:PATH:HOST:PORT` (opens PATH, the offence, then connects to HOST:PORT until refused
+//! and prints the microseconds from the offence to the first refused connect),
 //! `scan:HOST:FROM-TO` (a TCP connect to every port in the range, failures ignored),
 //! `udp:HOST:PORT`, `dns:NAME@HOST:PORT` (one DNS query over UDP), `exec:PATH[:ARG...]` (runs a
 //! program and waits), `sleep:MS`, `exit:CODE`, `agent:CLASS:SECS:HOST:PORT` (a representative
@@ -43,6 +45,7 @@ pub enum Step {
     Agent(profile::Profile, Duration, SocketAddr),
     Scan(String, u16, u16),
     Accept(String),
+    Offend(String, String),
 }
 
 impl std::str::FromStr for Step {
@@ -92,6 +95,12 @@ impl std::str::FromStr for Step {
                 Step::Loop(o.into(), num(n)?)
             }
             "accept" => Step::Accept(arg.into()),
+            "offend" => {
+                let (path, addr) = arg
+                    .split_once(':')
+                    .ok_or_else(|| anyhow!("step {s:?}: offend:PATH:HOST:PORT"))?;
+                Step::Offend(path.into(), addr.into())
+            }
             "scan" => {
                 let bad = || anyhow!("step {s:?}: scan:HOST:FROM-TO");
                 let (host, range) = arg.rsplit_once(':').ok_or_else(bad)?;
@@ -172,6 +181,21 @@ fn run_step(step: &Step) -> anyhow::Result<()> {
             println!("{op} {ns:.1}");
         }
         Step::Agent(profile, duration, service) => profile.run(*duration, *service)?,
+        Step::Offend(path, addr) => {
+            let addr = resolve(addr)?;
+            let start = Instant::now();
+            let _ = fs::File::open(path);
+            loop {
+                match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => break,
+                    _ if start.elapsed() > Duration::from_secs(10) => {
+                        bail!("not contained within 10 s of the offence")
+                    }
+                    _ => {}
+                }
+            }
+            println!("contained_us {}", start.elapsed().as_micros());
+        }
         Step::Accept(addr) => {
             let listener = std::net::TcpListener::bind(resolve(addr)?)?;
             listener.set_nonblocking(true)?;
