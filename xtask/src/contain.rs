@@ -60,7 +60,9 @@ fn measure(
     agent: &Path,
     noisy: &Path,
 ) -> anyhow::Result<serde_json::Value> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    // A deep accept queue: the offender connects in a tight loop, and an overflowing queue's
+    // one-second SYN retry would be measured instead of the containment.
+    let listener = crate::capture::daemon::loopback_listener()?;
     let port = listener.local_addr()?.port();
     std::thread::spawn(move || for _ in listener.incoming() {});
     let config = work.join("config.yaml");

@@ -186,7 +186,9 @@ fn run_step(step: &Step) -> anyhow::Result<()> {
             let start = Instant::now();
             let _ = fs::File::open(path);
             loop {
-                match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                // A short timeout: a connect caught mid-handshake by the deny (its packets
+                // dropped) must not hide the refusal of the next one.
+                match TcpStream::connect_timeout(&addr, Duration::from_millis(20)) {
                     Err(e) if e.raw_os_error() == Some(libc::EPERM) => break,
                     _ if start.elapsed() > Duration::from_secs(10) => {
                         bail!("not contained within 10 s of the offence")

@@ -8,7 +8,7 @@
 //! counters are read from the same trace.
 
 mod bpftrace;
-mod daemon;
+pub mod daemon;
 mod extra;
 
 use std::{
