@@ -44,7 +44,12 @@ const HOSTILE_STEPS: &[&str] = &[
 ];
 
 pub async fn run(opts: &DemoOptions<'_>) -> anyhow::Result<ExitCode> {
-    let config = Config::embedded();
+    // The demo leaves nothing behind: containment is not pinned (it ends with the demo) and the
+    // release state lives in a temporary directory.
+    let state = tempfile::tempdir().context("creating the demo state directory")?;
+    let mut config = Config::embedded();
+    config.pin_dir = None;
+    config.state_dir = state.path().to_owned();
     let mount = cgroup::v2_mount()?;
     let parent = Config::cgroup_path(&mount, &config.watch[0]);
     let agents: Vec<(Profile, String, PathBuf)> = Profile::ALL
