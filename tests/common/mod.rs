@@ -56,12 +56,15 @@ pub struct Daemon {
 impl Daemon {
     pub fn start(dir: &Path, config: &str, cgroup: Option<&Path>) -> Self {
         let cfg = dir.join("config.yaml");
-        // Keep the daemon's state (tiers, release requests) inside the test's directory.
-        let config = if config.contains("state_dir:") {
-            config.to_owned()
-        } else {
-            format!("{config}\nstate_dir: {}\n", dir.join("state").display())
-        };
+        // Keep the daemon's state (tiers, release requests) inside the test's directory, and pin
+        // nothing unless the test asks: a test's containment must not outlive it on the host.
+        let mut config = config.to_owned();
+        if !config.contains("state_dir:") {
+            config = format!("{config}\nstate_dir: {}\n", dir.join("state").display());
+        }
+        if !config.contains("pin_dir:") {
+            config.push_str("pin_dir: null\n");
+        }
         std::fs::write(&cfg, config).unwrap();
         let json = dir.join("events.jsonl");
         let trace = dir.join("events.amtrace");
