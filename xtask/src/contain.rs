@@ -24,14 +24,7 @@ pub struct Options {
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     let root = crate::workspace_root()?;
-    let status = Command::new("cargo")
-        .args(["build", "--release", "-p", "agent-monitor"])
-        .current_dir(&root)
-        .status()?;
-    if !status.success() {
-        bail!("building agent-monitor failed");
-    }
-    let bin = root.join("target/release/agent-monitor");
+    let bin = crate::build_release(&root)?;
     let work = tempfile::tempdir()?;
     let mount = cgroup::v2_mount()?;
     let base = mount.join(format!(

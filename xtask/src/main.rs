@@ -54,3 +54,15 @@ fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
         .context("xtask has a parent")?
         .to_owned())
 }
+
+/// Builds the release daemon the benchmarks run; returns its path.
+fn build_release(root: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let status = std::process::Command::new("cargo")
+        .args(["build", "--release", "-p", "agent-monitor"])
+        .current_dir(root)
+        .status()?;
+    if !status.success() {
+        anyhow::bail!("building agent-monitor failed");
+    }
+    Ok(root.join("target/release/agent-monitor"))
+}

@@ -106,14 +106,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
 }
 
 fn record(root: &Path, trace: &Path, secs: u64) -> anyhow::Result<()> {
-    let bin = root.join("target/release/agent-monitor");
-    let status = Command::new("cargo")
-        .args(["build", "--release", "-p", "agent-monitor"])
-        .current_dir(root)
-        .status()?;
-    if !status.success() {
-        bail!("building agent-monitor failed");
-    }
+    let bin = crate::build_release(root)?;
     let status = Command::new(&bin)
         .args(["demo", "--agents-per-class", "3", "--output", "/dev/null"])
         .arg("--duration")

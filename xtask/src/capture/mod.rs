@@ -18,7 +18,7 @@ use std::{
 };
 
 use agent_monitor::cgroup;
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use daemon::{Daemon, loopback_listener, workload, workload_pid};
 use serde_json::{Value, json};
 
@@ -60,14 +60,7 @@ const SETTINGS: [&str; 4] = [
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     let root = crate::workspace_root()?;
-    let status = Command::new("cargo")
-        .args(["build", "--release", "-p", "agent-monitor"])
-        .current_dir(&root)
-        .status()?;
-    if !status.success() {
-        bail!("building agent-monitor failed");
-    }
-    let bin = root.join("target/release/agent-monitor");
+    let bin = crate::build_release(&root)?;
     let work = root.join("target/bench-capture");
     std::fs::create_dir_all(&work)?;
 
