@@ -78,17 +78,13 @@ async fn demo(
 ) -> anyhow::Result<ExitCode> {
     let mut batch = Batch::default();
     // The agents' cgroups exist before the programs load, so they are monitored from the start.
-    let flight = std::sync::Arc::new(agent_monitor::respond::flight::FlightRecorder::new(
-        config.flight,
-    ));
     let mut detection = super::detection(config)?;
     detection.set_wall_offset(agent_monitor::clock::wall_offset_ns());
-    let mut pipeline = Pipeline::default()
+    let pipeline = Pipeline::default()
         .with_json(live::json_out(opts.output)?)
         .with_detection(detection)
-        .with_responder(super::responder(config, true, &flight)?)
-        .with_flight_recorder(flight)
         .with_live_clock();
+    let mut pipeline = super::with_response(pipeline, config, true)?;
     let (mut source, containment) = live::start(config, &mut batch, &mut pipeline)?;
     if let Some(path) = opts.record {
         pipeline = pipeline.with_trace(live::trace_out(path)?);

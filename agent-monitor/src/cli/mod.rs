@@ -174,13 +174,11 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             let config = load_config(&live)?;
             let mut detection = detection(&config)?;
             detection.set_wall_offset(agent_monitor::clock::wall_offset_ns());
-            let flight = Arc::new(FlightRecorder::new(config.flight));
-            let mut pipeline = Pipeline::default()
+            let pipeline = Pipeline::default()
                 .with_json(live::json_out(output.as_deref())?)
                 .with_detection(detection)
-                .with_responder(responder(&config, true, &flight)?)
-                .with_flight_recorder(flight)
                 .with_live_clock();
+            let mut pipeline = with_response(pipeline, &config, true)?;
             if let Some(path) = &record {
                 pipeline = pipeline.with_trace(live::trace_out(path)?);
             }
@@ -219,11 +217,7 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
                 };
                 let mut detection = detection(&config)?;
                 detection.set_wall_anchor(i128::from(h.created_unix_ms) * 1_000_000);
-                pipeline = pipeline.with_detection(detection).with_responder(responder(
-                    &config,
-                    false,
-                    &Arc::new(FlightRecorder::new(config.flight)),
-                )?);
+                pipeline = with_response(pipeline.with_detection(detection), &config, false)?;
             }
             pipeline
                 .run(&mut source, std::future::pending())
@@ -297,18 +291,18 @@ fn detection(config: &Config) -> anyhow::Result<Detection> {
 /// The response stage. Live, it gets the configured sinks (state, audit log, SOC webhook) and
 /// host actuators (token revocation, forensic snapshot); the network actuators are added once
 /// the kernel maps exist. Replay runs none: its decisions are what the live run would have
-/// decided.
+/// decided. The flight recorder comes with the snapshot actuator, its only reader: without one,
+/// no event is copied into it.
 fn responder(
     config: &Config,
     live: bool,
-    flight: &Arc<FlightRecorder>,
-) -> anyhow::Result<Responder> {
+) -> anyhow::Result<(Responder, Option<Arc<FlightRecorder>>)> {
     let mut responder = Responder::new(config.policy.clone());
     if let Ok(root) = agent_monitor::cgroup::v2_mount() {
         responder = responder.with_cgroup_root(root);
     }
     if !live {
-        return Ok(responder);
+        return Ok((responder, None));
     }
     responder = responder.with_sink(Box::new(StateSink(StateDir::new(&config.state_dir))));
     if let Some(audit) = &config.audit {
@@ -332,16 +326,29 @@ fn responder(
             Box::new(Revoke(Revoker::new(revoke.clone()))),
         );
     }
+    let mut flight = None;
     if let Some(snapshot) = &config.snapshot {
+        let recorder = Arc::new(FlightRecorder::new(config.flight));
         responder.add_actuator(
             Tier::Contain,
             Box::new(Snapshot {
-                snapshotter: Snapshotter::new(snapshot.clone(), Some(flight.clone())),
+                snapshotter: Snapshotter::new(snapshot.clone(), Some(recorder.clone())),
                 keep_frozen: config.policy.keep_frozen,
             }),
         );
+        flight = Some(recorder);
     }
-    Ok(responder)
+    Ok((responder, flight))
+}
+
+/// Adds the response stage (and its flight recorder, when one is needed) to a pipeline.
+fn with_response(pipeline: Pipeline, config: &Config, live: bool) -> anyhow::Result<Pipeline> {
+    let (responder, flight) = responder(config, live)?;
+    let pipeline = pipeline.with_responder(responder);
+    Ok(match flight {
+        Some(f) => pipeline.with_flight_recorder(f),
+        None => pipeline,
+    })
 }
 
 fn load_config(args: &LiveArgs) -> anyhow::Result<Config> {
