@@ -50,6 +50,9 @@ pub struct Config {
     /// outlives the daemon; `null` pins nothing.
     #[serde(default = "defaults::pin_dir")]
     pub pin_dir: Option<PathBuf>,
+    /// Pod identity and the NetworkPolicy actuator on a Kubernetes node (`None`: not on one).
+    #[serde(default)]
+    pub kubernetes: Option<crate::k8s::KubernetesConfig>,
 }
 
 /// The SOC webhook.
@@ -225,6 +228,10 @@ impl Config {
                 ));
             }
         }
+        if let Some(k) = &self.kubernetes {
+            k.validate()
+                .map_err(|(field, reason)| invalid(field, &reason))?;
+        }
         for (i, a) in self.agents.iter().enumerate() {
             if a.id.is_empty() || a.id.len() >= agent_monitor_common::AGENT_ID_LEN {
                 return Err(invalid(format!("agents[{i}].id"), "must be 1 to 63 bytes"));
@@ -263,6 +270,38 @@ mod tests {
         assert_eq!(c.policy, crate::respond::policy::PolicyConfig::default());
         assert_eq!(c.flight, crate::respond::flight::FlightConfig::default());
         assert!(c.audit.is_none() && c.webhook.is_none() && c.snapshot.is_none());
+        assert!(c.kubernetes.is_none());
+    }
+
+    #[test]
+    fn kubernetes_defaults_are_the_documented_ones_and_bad_values_name_the_field() {
+        let c = Config::parse("kubernetes: {}\n", Path::new("k.yaml")).unwrap();
+        assert_eq!(c.kubernetes, Some(crate::k8s::KubernetesConfig::default()));
+        // The example in the shipped file, uncommented, is the default.
+        let example: String = DEFAULT_YAML
+            .lines()
+            .skip_while(|l| !l.starts_with("# kubernetes:"))
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| {
+                format!(
+                    "{}\n",
+                    l.trim_start_matches('#').strip_prefix(' ').unwrap_or("")
+                )
+            })
+            .collect();
+        let c = Config::parse(&example, Path::new("example")).unwrap();
+        assert_eq!(c.kubernetes, Some(crate::k8s::KubernetesConfig::default()));
+        let err =
+            Config::parse("kubernetes: {hold_max_events: 0}\n", Path::new("k.yaml")).unwrap_err();
+        assert!(
+            err.to_string().contains("kubernetes.hold_max_events"),
+            "{err}"
+        );
+        let err =
+            Config::parse("kubernetes: {api: localhost:8080}\n", Path::new("k.yaml")).unwrap_err();
+        assert!(err.to_string().contains("kubernetes.api"), "{err}");
+        let err = Config::parse("kubernetes: {hold: 5}\n", Path::new("k.yaml")).unwrap_err();
+        assert!(err.to_string().contains("hold"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct Stats {
     pub records: u64,
     pub events: u64,
     pub decode_errors: u64,
+    /// Events with an agent (announcements not counted).
+    pub attributed: u64,
     pub unattributed: u64,
     pub kernel_lost: u64,
     /// Syscall ids delivered by the per-thread streams.
@@ -42,6 +44,8 @@ pub struct Pipeline {
     /// Latest event time seen.
     last_ts_ns: u64,
     pub stats: Stats,
+    /// Attribution counts already published as metrics.
+    published: (u64, u64),
 }
 
 impl Pipeline {
@@ -192,7 +196,28 @@ impl Pipeline {
             let responses = r.tick(now);
             self.emit_responses(&responses)?;
         }
+        self.publish_attribution();
         Ok(())
+    }
+
+    /// Attribution counters and coverage (attributed / seen), once per batch.
+    fn publish_attribution(&mut self) {
+        let (a, u) = (self.stats.attributed, self.stats.unattributed);
+        if (a, u) == self.published {
+            return;
+        }
+        let (pa, pu) = std::mem::replace(&mut self.published, (a, u));
+        let counter = |result: &'static str, n: u64| {
+            if n > 0 {
+                metrics::counter!("agent_monitor_attribution_events_total", "result" => result)
+                    .increment(n);
+            }
+        };
+        counter("attributed", a - pa);
+        counter("unattributed", u - pu);
+        if a + u > 0 {
+            metrics::gauge!("agent_monitor_attribution_coverage").set(a as f64 / (a + u) as f64);
+        }
     }
 
     /// Writes the pending findings and hands them to the response stage.
@@ -263,6 +288,8 @@ impl Pipeline {
         self.last_ts_ns = self.last_ts_ns.max(event.ts_ns);
         if event.agent.is_none() {
             self.stats.unattributed += 1;
+        } else if !matches!(event.body, Body::AgentAdded(_) | Body::AgentRemoved(_)) {
+            self.stats.attributed += 1;
         }
         match &event.body {
             Body::Lost { count, .. } => self.stats.kernel_lost += count,

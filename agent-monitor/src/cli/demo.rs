@@ -85,7 +85,7 @@ async fn demo(
         .with_detection(detection)
         .with_live_clock();
     let mut pipeline = super::with_response(pipeline, config, true)?;
-    let (mut source, containment) = live::start(config, &mut batch, &mut pipeline)?;
+    let (mut source, containment) = live::start(config, &mut batch, &mut pipeline, None)?;
     if let Some(path) = opts.record {
         pipeline = pipeline.with_trace(live::trace_out(path)?);
     }

@@ -5,6 +5,7 @@ use std::{
     io::{BufWriter, Write},
     path::Path,
     process::ExitCode,
+    sync::Arc,
     time::Duration,
 };
 
@@ -13,12 +14,14 @@ use agent_monitor::{
     detect::Tier,
     ebpf::{Kernel, LoadOptions, Platform},
     identity::AgentRegistry,
+    k8s::{Node, netpol::NetworkPolicyActuator, pod_wide::PodWide},
     pipeline::Pipeline,
     respond::{
+        actuator::Actuator,
         contain::Containment,
         network::{Network, NetworkAction, SharedContainment},
     },
-    source::{Batch, EventSource as _, LiveOptions, LiveSource},
+    source::{Batch, EventSource as _, HoldOptions, LiveOptions, LiveSource},
     trace::{TraceHeader, TraceWriter},
 };
 use anyhow::Context as _;
@@ -41,13 +44,15 @@ pub fn trace_out(path: &Path) -> anyhow::Result<TraceWriter<Box<dyn Write + Send
     Ok(TraceWriter::new(out, &TraceHeader::for_this_host())?)
 }
 
-/// Probes the kernel, loads the programs and registers the agents that exist now.
 /// Probes the kernel, loads the programs and registers the agents that exist now; with a
 /// pipeline that responds, the network actuators get the containment maps.
+/// On a Kubernetes node (`node`), pod containers become agents by their pod's labels, and
+/// containment also creates a deny-all NetworkPolicy when configured.
 pub fn start(
     config: &Config,
     initial: &mut Batch,
     pipeline: &mut Pipeline,
+    node: Option<&Node>,
 ) -> anyhow::Result<(LiveSource, Option<SharedContainment>)> {
     let (platform, report) = Platform::probe()?;
     log::debug!("feature probe:\n{report}");
@@ -57,31 +62,57 @@ pub fn start(
         pin_dir: config.pin_dir.clone(),
     };
     let (kernel, mut maps) = Kernel::load(&platform, &opts)?;
+    let kube = node.zip(config.kubernetes.as_ref());
     let mut containment = None;
     if let (Some(responder), Some(maps)) = (pipeline.responder_mut(), maps.containment.take()) {
         let shared = std::sync::Arc::new(std::sync::Mutex::new(Containment::open(maps)));
         containment = Some(shared.clone());
         let rate = &config.policy.rate_limit;
+        let network = |action| -> Box<dyn Actuator> {
+            let a = Network::new(shared.clone(), action);
+            // A pod's containers are separate cgroups of one agent: act on all of them.
+            if kube.is_some() {
+                Box::new(PodWide(a))
+            } else {
+                Box::new(a)
+            }
+        };
         responder.add_actuator(
             Tier::RateLimit,
-            Box::new(Network::new(
-                shared.clone(),
-                NetworkAction::RateLimit {
-                    connects_per_s: rate.connects_per_s,
-                    bytes_per_s: rate.bytes_per_s,
-                },
-            )),
+            network(NetworkAction::RateLimit {
+                connects_per_s: rate.connects_per_s,
+                bytes_per_s: rate.bytes_per_s,
+            }),
         );
+        responder.add_actuator(Tier::Contain, network(NetworkAction::DenyAll));
+    }
+    if let (Some((node, k)), Some(responder)) = (kube, pipeline.responder_mut())
+        && k.network_policy
+    {
+        // After the in-kernel deny: an API round trip must not delay it.
         responder.add_actuator(
             Tier::Contain,
-            Box::new(Network::new(shared, NetworkAction::DenyAll)),
+            Box::new(NetworkPolicyActuator::new(
+                node.api.clone(),
+                node.pods.clone(),
+                &k.id_label,
+                Duration::from_millis(k.api_timeout_ms),
+            )?),
         );
     }
-    let registry = AgentRegistry::new(platform.cgroup_v2.clone(), config.clone());
+    let mut registry = AgentRegistry::new(platform.cgroup_v2.clone(), config.clone());
+    if let Some((node, _)) = kube {
+        registry = registry.with_pods(Arc::new(node.pods.clone()));
+    }
     let live = LiveOptions {
         poll_interval: Duration::from_millis(config.poll_interval_ms),
         snapshot_interval: Duration::from_millis(config.snapshot_interval_ms),
         rescan_interval: Duration::from_millis(config.rescan_interval_ms),
+        hold: kube.map(|(_, k)| HoldOptions {
+            hold: k.hold(),
+            max_records: k.hold_max_events,
+        }),
+        identity_changed: kube.map(|(node, _)| node.pods.changed()),
     };
     let source = LiveSource::new(kernel, maps, registry, &live, initial)?;
     log::info!(
@@ -115,8 +146,12 @@ pub async fn run(
     config: &Config,
     mut pipeline: Pipeline,
 ) -> anyhow::Result<ExitCode> {
+    let node = match &config.kubernetes {
+        Some(k) => Some(Node::start(k).await?),
+        None => None,
+    };
     let mut batch = Batch::default();
-    let (mut source, containment) = start(config, &mut batch, &mut pipeline)?;
+    let (mut source, containment) = start(config, &mut batch, &mut pipeline, node.as_ref())?;
     pipeline.process(&batch)?;
     restore_containment(&mut pipeline, containment.as_ref());
     if let Some(ready) = &args.ready_file {
@@ -125,6 +160,9 @@ pub async fn run(
     }
     run_until_stopped(&mut source, &mut pipeline, args.duration, config).await?;
     log::info!("stopped: {:?}", pipeline.stats);
+    if node.is_some() {
+        log::info!("held for pod identity: {:?}", source.hold_stats());
+    }
     if let Some(path) = &args.stats_file {
         std::fs::write(path, serde_json::to_string(&pipeline.stats)?)
             .with_context(|| format!("writing {}", path.display()))?;

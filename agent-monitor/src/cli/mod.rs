@@ -260,6 +260,13 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
 /// an agent is covered when it is not is worse than not starting.
 fn detection(config: &Config) -> anyhow::Result<Detection> {
     let mut detection = Detection::new(&config.detection)?;
+    if let Some(k) = &config.kubernetes {
+        // Pod cgroups may wait for their pod: unattributed is a finding only when it lasts.
+        detection.set_unidentified_policy(agent_monitor::detect::engine::UnidentifiedPolicy {
+            after: Duration::from_secs(k.unidentified_after_secs),
+            tier: k.unidentified_tier,
+        });
+    }
     let rules_dir = &config.detection.rules_dir;
     if rules_dir.is_dir() {
         let set = RuleSet::load_dir(rules_dir)?;

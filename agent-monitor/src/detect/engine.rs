@@ -2,15 +2,24 @@
 //! agent's feature window; every closed window is scored against its class baseline and learned
 //! from when healthy. Time is the events' own, so a replay finds exactly what the live run found.
 
-use std::{collections::HashSet, path::Path, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
 
+use super::Tier;
 use super::{
     Contribution, Finding, Source,
     baseline::{Baselines, LearningPolicy, ModelError, State},
     rules::{RuleEngine, RuleSet},
     window::{PathClassifier, Window, Windower},
 };
-use crate::{config::Detection as DetectionConfig, event::Event};
+use crate::{
+    config::Detection as DetectionConfig,
+    event::{Body, Event},
+};
 
 /// How long after a window's end its late records (counter snapshots) may still arrive.
 const WINDOW_GRACE: Duration = Duration::from_secs(2);
@@ -27,11 +36,27 @@ pub struct Detection {
     contained: HashSet<Arc<str>>,
     /// Cgroups already reported as unidentified.
     unidentified: HashSet<u64>,
+    /// When each unidentified cgroup's first unattributed event happened.
+    unidentified_since: HashMap<u64, u64>,
+    unidentified_policy: UnidentifiedPolicy,
     closed: Vec<Window>,
     /// Latest event time seen: the clock that closes idle windows in replay.
     now_ns: u64,
     pub stats: DetectionStats,
 }
+
+/// When events nobody can attribute become a finding, and at which tier.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnidentifiedPolicy {
+    /// Unattributed this long after the cgroup's first unattributed event (zero: at once). An
+    /// identity source that resolves the cgroup in time (its `agent_added`) prevents it.
+    pub after: Duration,
+    /// `None`: the policy maps the score (1.0) to a tier.
+    pub tier: Option<Tier>,
+}
+
+/// Unidentified cgroups followed at most (beyond, the oldest is reported at once).
+const MAX_UNIDENTIFIED_TRACKED: usize = 65_536;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DetectionStats {
@@ -57,6 +82,8 @@ impl Detection {
             baselines: Baselines::new(policy),
             contained: HashSet::new(),
             unidentified: HashSet::new(),
+            unidentified_since: HashMap::new(),
+            unidentified_policy: UnidentifiedPolicy::default(),
             closed: Vec::new(),
             now_ns: 0,
             stats: DetectionStats::default(),
@@ -102,15 +129,17 @@ impl Detection {
         }
     }
 
+    pub fn set_unidentified_policy(&mut self, policy: UnidentifiedPolicy) {
+        self.unidentified_policy = policy;
+    }
+
     pub fn class_state(&self, class: &str) -> State {
         self.baselines.state(class)
     }
 
     pub fn on_event(&mut self, event: &Event, out: &mut Vec<Finding>) {
         self.now_ns = self.now_ns.max(event.ts_ns);
-        if event.agent.is_none() && self.unidentified.insert(event.cgroup_id) {
-            self.push(out, unidentified(event));
-        }
+        self.check_unidentified(event, out);
         if let Some(rules) = &mut self.rules {
             let before = out.len();
             rules.on_event(event, out);
@@ -118,6 +147,34 @@ impl Detection {
         }
         self.windower.add(event, &mut self.closed);
         self.score_closed(out);
+    }
+
+    /// A cgroup whose events stay unattributed for `after` is a finding, at its next event: a
+    /// cgroup that vanished meanwhile (a pod torn down) sends none and is not reported.
+    fn check_unidentified(&mut self, event: &Event, out: &mut Vec<Finding>) {
+        let cg = event.cgroup_id;
+        if matches!(event.body, Body::AgentAdded(_)) {
+            self.unidentified_since.remove(&cg);
+            self.unidentified.remove(&cg);
+            return;
+        }
+        if event.agent.is_some() || self.unidentified.contains(&cg) {
+            return;
+        }
+        if self.unidentified_since.len() >= MAX_UNIDENTIFIED_TRACKED
+            && !self.unidentified_since.contains_key(&cg)
+            && let Some((&oldest, _)) = self.unidentified_since.iter().min_by_key(|(_, t)| **t)
+        {
+            self.unidentified_since.remove(&oldest);
+        }
+        let since = *self.unidentified_since.entry(cg).or_insert(event.ts_ns);
+        let after = u64::try_from(self.unidentified_policy.after.as_nanos()).unwrap_or(u64::MAX);
+        if event.ts_ns.saturating_sub(since) >= after {
+            self.unidentified_since.remove(&cg);
+            self.unidentified.insert(cg);
+            let finding = unidentified(event, since, self.unidentified_policy.tier);
+            self.push(out, finding);
+        }
     }
 
     /// Closes idle windows; `now_ns` is the live boot clock, or `None` in replay (event time).
@@ -197,19 +254,31 @@ fn window_finding(window: &Window, score: f64, top_features: Vec<Contribution>) 
     }
 }
 
-fn unidentified(event: &Event) -> Finding {
+/// Named `cgroup:<id>` like the flight recorder's key for such events: one policy state per
+/// unknown cgroup, and a snapshot of it finds its events.
+fn unidentified(event: &Event, since_ns: u64, tier: Option<Tier>) -> Finding {
+    let waited = event.ts_ns.saturating_sub(since_ns);
     Finding {
         ts_ns: event.ts_ns,
-        agent_id: Arc::from("unidentified"),
-        class: Arc::from("unidentified"),
+        agent_id: Arc::from(format!("cgroup:{}", event.cgroup_id)),
+        class: Arc::from(super::rules::UNIDENTIFIED),
         cgroup_id: event.cgroup_id,
         source: Source::Unidentified,
         score: 1.0,
-        tier: None,
-        summary: format!(
-            "events from cgroup {} (pid {}) that no identity source knows",
-            event.cgroup_id, event.pid
-        ),
+        tier,
+        summary: if waited == 0 {
+            format!(
+                "events from cgroup {} (pid {}) that no identity source knows",
+                event.cgroup_id, event.pid
+            )
+        } else {
+            format!(
+                "events from cgroup {} (pid {}) that no identity source knows, for {:.1} s",
+                event.cgroup_id,
+                event.pid,
+                waited as f64 / 1e9
+            )
+        },
         top_features: vec![],
         lossy: false,
     }

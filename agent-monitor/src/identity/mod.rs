@@ -5,11 +5,13 @@
 //! events. Because the announcements travel with the events, a replay attributes exactly as the
 //! live run did, with no access to the host's cgroups.
 
+pub mod kubepods;
 mod registry;
 
 use std::{collections::HashMap, sync::Arc};
 
-pub use registry::{AgentRegistry, DiscoveredAgent, SlotTable};
+pub use kubepods::{PodLookup, PodResolution};
+pub use registry::{AgentRegistry, DiscoveredAgent, PendingOutcome, SlotTable};
 
 use crate::event::{AgentRef, Body, Event};
 

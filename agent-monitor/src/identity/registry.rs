@@ -2,9 +2,10 @@
 //! kernel's `MONITORED` map in step, and announces changes as records.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use agent_monitor_common::{
@@ -12,6 +13,7 @@ use agent_monitor_common::{
     SLOT_FLAG_SYSCALL_STREAM, kind,
 };
 
+use super::kubepods::{self, PodLookup, PodResolution};
 use crate::{
     cgroup,
     config::Config,
@@ -40,6 +42,25 @@ pub struct DiscoveredAgent {
 struct Registered {
     agent: DiscoveredAgent,
     slot: u32,
+    /// A pod container whose pod is not known yet: monitored, not announced.
+    pending: bool,
+}
+
+/// What became of a pending cgroup at a rescan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PendingOutcome {
+    /// Its pod is an agent: announced, its held events can follow.
+    Agent,
+    /// Its pod is not an agent: no longer monitored, its held events are not agent events.
+    NotAgent,
+    /// The cgroup is gone while pending.
+    Gone,
+}
+
+/// What the registry wants for a cgroup after discovery.
+enum Desired {
+    Agent(DiscoveredAgent),
+    Pending(PathBuf),
 }
 
 pub struct AgentRegistry {
@@ -50,6 +71,11 @@ pub struct AgentRegistry {
     next_slot: u32,
     /// Agents seen but not monitored because every slot is taken (reported, never silent).
     over_capacity: usize,
+    /// Pod identities (Kubernetes); `None`: kubepods hierarchies are not looked at.
+    pods: Option<Arc<dyn PodLookup>>,
+    pending: usize,
+    /// Malformed kubepods paths already logged.
+    logged: HashSet<String>,
 }
 
 impl AgentRegistry {
@@ -61,76 +87,185 @@ impl AgentRegistry {
             free_slots: Vec::new(),
             next_slot: 0,
             over_capacity: 0,
+            pods: None,
+            pending: 0,
+            logged: HashSet::new(),
         }
     }
 
+    /// Container cgroups under the configured kubepods roots become agents when `pods` says
+    /// their pod is one (pending until it knows).
+    pub fn with_pods(mut self, pods: Arc<dyn PodLookup>) -> Self {
+        self.pods = Some(pods);
+        self
+    }
+
     pub fn len(&self) -> usize {
-        self.agents.len()
+        self.agents.len() - self.pending
     }
 
     pub fn is_empty(&self) -> bool {
-        self.agents.is_empty()
+        self.len() == 0
     }
 
     pub fn over_capacity(&self) -> usize {
         self.over_capacity
     }
 
-    /// Slots in use, for the counter snapshots.
+    /// Cgroups monitored while their pod is not known.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    pub fn is_pending(&self, cgroup_id: u64) -> bool {
+        self.agents.get(&cgroup_id).is_some_and(|r| r.pending)
+    }
+
+    /// The current identity of a monitored agent cgroup.
+    pub fn agent(&self, cgroup_id: u64) -> Option<&DiscoveredAgent> {
+        self.agents
+            .get(&cgroup_id)
+            .filter(|r| !r.pending)
+            .map(|r| &r.agent)
+    }
+
+    /// Slots in use (pending cgroups included), for the counter snapshots.
     pub fn slots(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
         self.agents.iter().map(|(&cg, r)| (cg, r.slot))
     }
 
-    /// Reconciles the kernel map with what is on disk now; each change is announced in `out`
-    /// before the kernel starts (or after it stops) reporting that cgroup.
+    /// Reconciles the kernel map with what is on disk (and the pods known) now; each change is
+    /// announced in `out` before the kernel starts (or after it stops) reporting that cgroup.
+    /// Returns what became of cgroups that were pending.
     pub fn rescan(
         &mut self,
         table: &mut impl SlotTable,
         out: &mut Batch,
         now_ns: u64,
-    ) -> anyhow::Result<()> {
-        let found = self.discover();
+    ) -> anyhow::Result<Vec<(u64, PendingOutcome)>> {
+        let mut desired: HashMap<u64, Desired> = self
+            .discover()
+            .into_iter()
+            .map(|(cg, a)| (cg, Desired::Agent(a)))
+            .collect();
+        let not_agents = self.discover_pods(&mut desired);
+        let mut outcomes = Vec::new();
+
         let gone: Vec<u64> = self
             .agents
             .keys()
-            .filter(|cg| !found.contains_key(cg))
+            .filter(|cg| !desired.contains_key(cg))
             .copied()
             .collect();
         for cg in gone {
-            if let Some(r) = self.agents.remove(&cg) {
-                table.remove(cg, r.slot, out)?;
+            let Some(r) = self.agents.remove(&cg) else {
+                continue;
+            };
+            table.remove(cg, r.slot, out)?;
+            if r.pending {
+                self.pending -= 1;
+                let outcome = if not_agents.contains(&cg) {
+                    PendingOutcome::NotAgent
+                } else {
+                    PendingOutcome::Gone
+                };
+                outcomes.push((cg, outcome));
+            } else {
                 out.push(bytes_of(&record(
                     kind::AGENT_REMOVED,
                     &r.agent,
                     r.slot,
                     now_ns,
                 )));
-                self.free_slots.push(r.slot);
+            }
+            self.free_slots.push(r.slot);
+        }
+
+        let mut new = Vec::new();
+        for (cg, want) in desired {
+            let Some(r) = self.agents.get_mut(&cg) else {
+                new.push((cg, want));
+                continue;
+            };
+            match (want, r.pending) {
+                (Desired::Agent(agent), false) if agent == r.agent => {}
+                (Desired::Agent(agent), was_pending) => {
+                    // A new identity for the same cgroup (pod labels changed), or the pod of a
+                    // pending cgroup is now known.
+                    if was_pending {
+                        outcomes.push((cg, PendingOutcome::Agent));
+                        self.pending -= 1;
+                    } else {
+                        out.push(bytes_of(&record(
+                            kind::AGENT_REMOVED,
+                            &r.agent,
+                            r.slot,
+                            now_ns,
+                        )));
+                    }
+                    out.push(bytes_of(&record(kind::AGENT_ADDED, &agent, r.slot, now_ns)));
+                    r.agent = agent;
+                    r.pending = false;
+                }
+                (Desired::Pending(_), true) => {}
+                (Desired::Pending(path), false) => {
+                    // Its pod vanished from the API while the cgroup lives on: no identity.
+                    out.push(bytes_of(&record(
+                        kind::AGENT_REMOVED,
+                        &r.agent,
+                        r.slot,
+                        now_ns,
+                    )));
+                    log::warn!(
+                        "{}: agent {} lost its pod while its cgroup remains; events held",
+                        path.display(),
+                        r.agent.id
+                    );
+                    r.agent = pending_agent(cg, path);
+                    r.pending = true;
+                    self.pending += 1;
+                }
             }
         }
+
         let mut over = 0;
-        let mut new: Vec<_> = found
-            .into_values()
-            .filter(|a| !self.agents.contains_key(&a.cgroup_id))
-            .collect();
-        new.sort_by(|a, b| a.path.cmp(&b.path));
-        for agent in new {
+        new.sort_by(|a, b| desired_path(&a.1).cmp(desired_path(&b.1)));
+        for (cg, want) in new {
             let Some(slot) = self.take_slot() else {
                 over += 1;
                 continue;
             };
-            out.push(bytes_of(&record(kind::AGENT_ADDED, &agent, slot, now_ns)));
+            let (agent, pending) = match want {
+                Desired::Agent(agent) => {
+                    out.push(bytes_of(&record(kind::AGENT_ADDED, &agent, slot, now_ns)));
+                    (agent, false)
+                }
+                Desired::Pending(path) => {
+                    log::info!(
+                        "{}: pod not known yet; monitored, events held until it is",
+                        path.display()
+                    );
+                    (pending_agent(cg, path), true)
+                }
+            };
             let flags = if self.config.syscall_stream {
                 SLOT_FLAG_SYSCALL_STREAM
             } else {
                 0
             };
-            if let Err(e) = table.insert(agent.cgroup_id, AgentSlot { slot, flags }) {
+            if let Err(e) = table.insert(cg, AgentSlot { slot, flags }) {
                 self.free_slots.push(slot);
                 return Err(e);
             }
-            self.agents
-                .insert(agent.cgroup_id, Registered { agent, slot });
+            self.pending += usize::from(pending);
+            self.agents.insert(
+                cg,
+                Registered {
+                    agent,
+                    slot,
+                    pending,
+                },
+            );
         }
         if over > 0 && over != self.over_capacity {
             log::error!(
@@ -139,7 +274,46 @@ impl AgentRegistry {
             );
         }
         self.over_capacity = over;
-        Ok(())
+        Ok(outcomes)
+    }
+
+    /// Adds the pod containers to `desired` (agents and pending); returns the containers of
+    /// pods known not to be agents.
+    fn discover_pods(&mut self, desired: &mut HashMap<u64, Desired>) -> HashSet<u64> {
+        let mut not_agents = HashSet::new();
+        let (Some(pods), Some(k8s)) = (&self.pods, &self.config.kubernetes) else {
+            return not_agents;
+        };
+        let (found, errors) = kubepods::discover(&self.mount, &k8s.cgroup_roots, pods.as_ref());
+        for e in errors {
+            // Logged once per path (bounded: a runaway tree cannot grow this without limit).
+            if self.logged.len() < 4096 && self.logged.insert(e.path.clone()) {
+                log::warn!("not a pod cgroup layout, ignored: {e}");
+            }
+        }
+        for pc in found {
+            match pc.resolution {
+                PodResolution::Agent { id, class } => {
+                    desired
+                        .entry(pc.cgroup_id)
+                        .or_insert(Desired::Agent(DiscoveredAgent {
+                            cgroup_id: pc.cgroup_id,
+                            id,
+                            class,
+                            path: pc.path,
+                        }));
+                }
+                PodResolution::Unknown => {
+                    desired
+                        .entry(pc.cgroup_id)
+                        .or_insert(Desired::Pending(pc.path));
+                }
+                PodResolution::NotAgent => {
+                    not_agents.insert(pc.cgroup_id);
+                }
+            }
+        }
+        not_agents
     }
 
     fn take_slot(&mut self) -> Option<u32> {
@@ -196,6 +370,22 @@ impl AgentRegistry {
 
     fn relative(&self, dir: &Path) -> PathBuf {
         Path::new("/").join(dir.strip_prefix(&self.mount).unwrap_or(dir))
+    }
+}
+
+fn desired_path(d: &Desired) -> &Path {
+    match d {
+        Desired::Agent(a) => &a.path,
+        Desired::Pending(p) => p,
+    }
+}
+
+fn pending_agent(cgroup_id: u64, path: PathBuf) -> DiscoveredAgent {
+    DiscoveredAgent {
+        cgroup_id,
+        id: String::new(),
+        class: String::new(),
+        path,
     }
 }
 

@@ -75,11 +75,13 @@ impl StateDir {
     }
 
     fn file(&self, kind: &str, agent: &str) -> Result<PathBuf, StateError> {
-        // Agent ids come from cgroup directory names and config; never let one escape the dir.
-        if agent.is_empty() || agent.contains('/') || agent.starts_with('.') {
+        // Agent ids come from cgroup directory names, pod labels and config; never let one
+        // escape the dir. A '/' (the Kubernetes default id `<namespace>/<pod>`) is escaped.
+        if agent.is_empty() || agent.starts_with('.') {
             return Err(StateError::BadAgent(agent.to_owned()));
         }
-        Ok(self.root.join(kind).join(format!("{agent}.json")))
+        let name = agent.replace('%', "%25").replace('/', "%2F");
+        Ok(self.root.join(kind).join(format!("{name}.json")))
     }
 
     fn write<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), StateError> {
@@ -280,5 +282,18 @@ mod tests {
             s.approve("../etc", "x", ""),
             Err(StateError::BadAgent(_))
         ));
+        // A pod's default agent id stays one file in the directory.
+        s.approve("agents/fraud-7d9", "alice", "").unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("approvals"))
+                .unwrap()
+                .count(),
+            1
+        );
+        assert!(
+            dir.path()
+                .join("approvals/agents%2Ffraud-7d9.json")
+                .is_file()
+        );
     }
 }

@@ -1,7 +1,11 @@
 //! The live source: drains the kernel ring buffer and turns map snapshots (syscall counters,
 //! per-flow bytes, loss counters) and agent registry changes into records of the same format.
 
-use std::{collections::HashMap as StdHashMap, time::Duration};
+use std::{
+    collections::{HashMap as StdHashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use agent_monitor_common::{
     AgentSlot, EventHeader, FlowBytes, FlowCounters, LostEvent, SYSCALL_BUCKETS, SyscallCount,
@@ -13,21 +17,29 @@ use aya::{
 };
 use tokio::{
     io::unix::AsyncFd,
+    sync::Notify,
     time::{Interval, MissedTickBehavior, interval},
 };
 
-use super::{Batch, EventSource};
+use super::{
+    Batch, EventSource,
+    hold::{Hold, HoldOptions, HoldStats},
+};
 use crate::{
     clock,
     ebpf::{Kernel, KernelMaps},
-    event::wire::bytes_of,
-    identity::{AgentRegistry, SlotTable},
+    event::wire::{self, bytes_of},
+    identity::{AgentRegistry, PendingOutcome, SlotTable},
 };
 
 pub struct LiveOptions {
     pub poll_interval: Duration,
     pub snapshot_interval: Duration,
     pub rescan_interval: Duration,
+    /// Holding the records of pending cgroups (pod identity); `None`: nothing is pending.
+    pub hold: Option<HoldOptions>,
+    /// Woken when identities change (the pod cache): rescan at once.
+    pub identity_changed: Option<Arc<Notify>>,
 }
 
 /// Snapshot state: what the kernel counters held at the previous read, so records carry deltas.
@@ -54,6 +66,10 @@ pub struct LiveSource {
     poll: Interval,
     snapshot: Interval,
     rescan: Interval,
+    hold: Option<Hold>,
+    identity_changed: Option<Arc<Notify>>,
+    /// Hold counts already published as metrics.
+    published: HoldStats,
 }
 
 impl LiveSource {
@@ -91,6 +107,9 @@ impl LiveSource {
             poll: tick(opts.poll_interval),
             snapshot: tick(opts.snapshot_interval),
             rescan: tick(opts.rescan_interval),
+            hold: opts.hold.map(Hold::new),
+            identity_changed: opts.identity_changed.clone(),
+            published: HoldStats::default(),
         };
         source.rescan_now(initial)?;
         Ok(source)
@@ -100,17 +119,89 @@ impl LiveSource {
         &self.registry
     }
 
-    /// Reconciles monitored cgroups with the file system now.
+    /// What the hold did so far (all zero without one).
+    pub fn hold_stats(&self) -> HoldStats {
+        self.hold.as_ref().map(|h| h.stats).unwrap_or_default()
+    }
+
+    /// Reconciles monitored cgroups with the file system (and pods) now. Records held for a
+    /// cgroup that resolved follow its announcement.
     pub fn rescan_now(&mut self, batch: &mut Batch) -> anyhow::Result<()> {
-        self.registry
-            .rescan(&mut self.snapshots, batch, clock::boot_ns())
+        let mut out = Batch::default();
+        let outcomes = self
+            .registry
+            .rescan(&mut self.snapshots, &mut out, clock::boot_ns())?;
+        let Some(hold) = &mut self.hold else {
+            append(batch, &out);
+            return Ok(());
+        };
+        let of = |want: PendingOutcome| {
+            outcomes
+                .iter()
+                .filter(move |(_, o)| *o == want)
+                .map(|(cg, _)| *cg)
+        };
+        // A vanished cgroup's held records come before its final counters (in `out`).
+        for cg in of(PendingOutcome::Gone) {
+            hold.resolve(cg, PendingOutcome::Gone, batch);
+        }
+        let not_agents: HashSet<u64> = of(PendingOutcome::NotAgent).collect();
+        for record in out.iter() {
+            let cg = wire::read::<agent_monitor_common::EventHeader>(record).map(|h| h.cgroup_id);
+            if cg.is_some_and(|cg| not_agents.contains(&cg)) {
+                hold.stats.not_agent += 1;
+            } else {
+                batch.push(record);
+            }
+        }
+        for (cg, outcome) in outcomes {
+            if outcome != PendingOutcome::Gone {
+                hold.resolve(cg, outcome, batch);
+            }
+        }
+        Ok(())
     }
 
     /// Drains the ring buffer and takes a final snapshot: call before stopping so nothing the
-    /// kernel already counted is left behind.
+    /// kernel already counted is left behind. Held records go out unattributed, first.
     pub fn finish(&mut self, batch: &mut Batch) -> anyhow::Result<()> {
+        if let Some(hold) = &mut self.hold {
+            hold.release_all(batch);
+        }
         self.drain(batch);
-        self.snapshots.take(batch, clock::boot_ns())
+        self.snapshots.take(batch, clock::boot_ns())?;
+        self.publish_hold_metrics();
+        Ok(())
+    }
+
+    /// Holds what belongs to pending cgroups and releases what waited long enough.
+    fn hold_pending(&mut self, batch: &mut Batch) {
+        let Some(hold) = &mut self.hold else {
+            return;
+        };
+        let now = clock::boot_ns();
+        if self.registry.pending() > 0 {
+            let registry = &self.registry;
+            hold.filter(batch, |cg| registry.is_pending(cg), now);
+        }
+        if !hold.is_empty() {
+            hold.expire(now, batch);
+        }
+        self.publish_hold_metrics();
+    }
+
+    fn publish_hold_metrics(&mut self) {
+        let now = self.hold_stats();
+        let before = std::mem::replace(&mut self.published, now);
+        for (result, n) in [
+            ("held", now.held - before.held),
+            ("not_agent", now.not_agent - before.not_agent),
+        ] {
+            if n > 0 {
+                metrics::counter!("agent_monitor_attribution_events_total", "result" => result)
+                    .increment(n);
+            }
+        }
     }
 
     fn drain(&mut self, batch: &mut Batch) {
@@ -124,6 +215,7 @@ impl LiveSource {
 impl EventSource for LiveSource {
     async fn next_batch(&mut self, batch: &mut Batch) -> anyhow::Result<bool> {
         batch.clear();
+        let changed = self.identity_changed.clone();
         loop {
             tokio::select! {
                 guard = self.ring.readable_mut() => {
@@ -139,7 +231,9 @@ impl EventSource for LiveSource {
                     self.snapshots.take(batch, clock::boot_ns())?;
                 }
                 _ = self.rescan.tick() => self.rescan_now(batch)?,
+                () = notified(changed.as_deref()) => self.rescan_now(batch)?,
             }
+            self.hold_pending(batch);
             if !batch.is_empty() {
                 return Ok(true);
             }
@@ -291,6 +385,20 @@ impl Snapshots {
         let live: std::collections::HashSet<u64> = current.iter().map(|(c, _)| *c).collect();
         self.prev_flows.retain(|c, _| live.contains(c));
         Ok(())
+    }
+}
+
+fn append(batch: &mut Batch, records: &Batch) {
+    for r in records.iter() {
+        batch.push(r);
+    }
+}
+
+/// Resolves when `notify` is woken; never without one.
+async fn notified(notify: Option<&Notify>) {
+    match notify {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,9 +1,11 @@
 //! Where raw records come from: the kernel (live) or a trace file (replay). Both hand the
 //! pipeline the same bytes, so replay exercises decoding exactly as live capture does.
 
+pub mod hold;
 mod live;
 mod replay;
 
+pub use hold::{HoldOptions, HoldStats};
 pub use live::{LiveOptions, LiveSource};
 pub use replay::ReplaySource;
 
