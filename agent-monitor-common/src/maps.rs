@@ -31,6 +31,13 @@ pub const RING_BUF_BYTES: u32 = 64 << 20;
 /// Above this much unread data the kernel forces a consumer wakeup even for batched events.
 pub const RING_BUF_WAKEUP_BYTES: u64 = 256 << 10;
 
+/// Entries of `WAKE_KINDS` (index: event kind number; every kernel-made kind is below this).
+pub const WAKE_KINDS_LEN: u32 = 64;
+/// `WAKE_KINDS` value: events of this kind wake the reader at once (`BPF_RB_FORCE_WAKEUP`)
+/// because a loaded rule can turn one into a rate-limit or a containment. Other kinds (value 0)
+/// are batched and read at the consumer's next poll.
+pub const WAKE_NOW: u32 = 1;
+
 /// Per-flow byte counters in `FLOWS` (key: socket cookie).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,3 +75,5 @@ mod user {
 
 const _: () = assert!(size_of::<AgentSlot>() == 8);
 const _: () = assert!(size_of::<FlowCounters>() == 32);
+// Every kind number indexes `WAKE_KINDS`; a new kind at or above its length needs a larger map.
+const _: () = assert!((crate::event::kind::AGENT_REMOVED as u32) < WAKE_KINDS_LEN);

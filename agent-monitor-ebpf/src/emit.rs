@@ -1,6 +1,6 @@
 //! Sending records to userspace, with loss accounting and batched wakeups.
 
-use agent_monitor_common::{EventHeader, RING_BUF_WAKEUP_BYTES};
+use agent_monitor_common::{EventHeader, RING_BUF_WAKEUP_BYTES, WAKE_NOW};
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_ktime_get_boot_ns,
@@ -8,16 +8,8 @@ use aya_ebpf::{
 
 use crate::{
     filter::Current,
-    maps::{EVENTS, LOST},
+    maps::{EVENTS, LOST, WAKE_KINDS},
 };
-
-/// Whether the consumer must be woken now. Bulk telemetry (syscall batches, file events) waits for
-/// the consumer's periodic poll; events that can change a decision (process and network) wake it.
-#[derive(Clone, Copy)]
-pub enum Wake {
-    Batched,
-    Now,
-}
 
 /// Fills a header for the current task.
 #[inline(always)]
@@ -34,15 +26,23 @@ pub fn header(kind: u16, cur: &Current) -> EventHeader {
     }
 }
 
-/// Copies `event` into the ring buffer; a full buffer counts a loss for `slot` on this CPU.
+/// Copies `event` (of kind `kind`) into the ring buffer; a full buffer counts a loss for `slot`
+/// on this CPU.
+///
+/// Only events that can change a decision wake the consumer at once: the kinds the daemon marked
+/// in `WAKE_KINDS` because a loaded rule at the rate-limit or containment tier (or one that can
+/// escalate there) reads them. Everything else is batched: it waits for the consumer's periodic
+/// poll, or wakes it once `RING_BUF_WAKEUP_BYTES` are waiting. A forced wakeup costs the
+/// producer a few hundred nanoseconds; a batched event costs up to one poll interval of latency.
 #[inline(always)]
-pub fn output<T>(event: &T, slot: u32, wake: Wake) {
-    let flags = match wake {
-        Wake::Now => BPF_RB_FORCE_WAKEUP,
-        Wake::Batched if EVENTS.query(BPF_RB_AVAIL_DATA.into()) > RING_BUF_WAKEUP_BYTES => {
-            BPF_RB_FORCE_WAKEUP
-        }
-        Wake::Batched => BPF_RB_NO_WAKEUP,
+pub fn output<T>(event: &T, slot: u32, kind: u16) {
+    let urgent = WAKE_KINDS
+        .get(u32::from(kind))
+        .is_some_and(|w| *w == WAKE_NOW);
+    let flags = if urgent || EVENTS.query(BPF_RB_AVAIL_DATA.into()) > RING_BUF_WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
     };
     if EVENTS.output::<T>(event, flags.into()).is_err() {
         count_lost(slot);

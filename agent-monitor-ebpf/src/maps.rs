@@ -2,11 +2,11 @@
 
 use agent_monitor_common::{
     AgentSlot, DEFAULT_MAX_AGENTS, FlowCounters, MAX_EVENT_LEN, RING_BUF_BYTES, SyscallBatch,
-    SyscallRow,
+    SyscallRow, WAKE_KINDS_LEN,
 };
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// cgroup v2 id -> agent slot. Written by the daemon's agent registry.
@@ -25,6 +25,11 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(DEFAULT_MAX_AG
 /// All events to userspace.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BUF_BYTES, 0);
+
+/// Event kind -> `WAKE_NOW` when an event of that kind must wake the reader at once (a loaded
+/// rule can turn it into a rate-limit or containment). Written by the daemon from its rules.
+#[map]
+pub static WAKE_KINDS: Array<u32> = Array::with_max_entries(WAKE_KINDS_LEN, 0);
 
 /// The syscall batch being filled on this CPU.
 #[map]

@@ -18,7 +18,7 @@ use aya_ebpf::{
 
 use crate::{
     contain::{self, ALLOW},
-    emit::{self, Wake},
+    emit,
     filter::{self, Current},
     maps::{FLOWS, MONITORED, PENDING, Pending, SCRATCH},
     nr,
@@ -102,7 +102,7 @@ fn send_now<const V6: bool>(ctx: &SockAddrContext) {
         ..Default::default()
     };
     fill_from_sock_addr::<V6>(&mut ev, ctx);
-    emit::output(&ev, cur.agent.slot, Wake::Now);
+    emit::output(&ev, cur.agent.slot, kind::UDP_SEND);
 }
 
 /// Starts a socket event in `pending`; the address is filled by the caller.
@@ -290,5 +290,5 @@ fn dns_question(ctx: &SkBuffContext, cookie: u64, cgroup_id: u64, slot: u32) {
         return;
     }
     ev.query_len = n as u16;
-    emit::output(ev, slot, Wake::Now);
+    emit::output(ev, slot, kind::DNS_QUERY);
 }

@@ -3,12 +3,7 @@
 use agent_monitor_common::{ExitEvent, HDR_FLAG_NO_EXIT_CODE, kind};
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 
-use crate::{
-    emit::{self, Wake},
-    filter,
-    maps::EXIT_CODES,
-    syscalls,
-};
+use crate::{emit, filter, maps::EXIT_CODES, syscalls};
 
 #[tracepoint]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
@@ -33,6 +28,6 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
         }
         None => ev.header.flags |= HDR_FLAG_NO_EXIT_CODE,
     }
-    emit::output(&ev, ev.header.slot, Wake::Now);
+    emit::output(&ev, ev.header.slot, kind::EXIT);
     0
 }

@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    emit::{self, Wake},
+    emit,
     filter::{self, Current},
     maps::{STREAM, SYSCALL_COUNTS},
 };
@@ -81,7 +81,7 @@ fn push_stream(cur: &Current, nr: u16) {
 #[inline(always)]
 pub fn flush_stream(batch: &mut SyscallBatch) {
     if batch.count != 0 {
-        emit::output(batch, batch.header.slot, Wake::Batched);
+        emit::output(batch, batch.header.slot, kind::SYSCALL_BATCH);
         batch.count = 0;
     }
 }

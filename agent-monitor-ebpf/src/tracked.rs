@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    emit::{self, Wake},
+    emit,
     filter::{self, Current},
     maps::{EXIT_CODES, PENDING, Pending, SCRATCH},
     net,
@@ -162,29 +162,25 @@ fn send_pending(pending: &mut Pending, ret: i64) {
     unsafe { *(data.add(RET_OFFSET) as *mut i64) = ret };
     // SAFETY: the header was written at entry.
     let header = unsafe { &*(data as *const agent_monitor_common::EventHeader) };
-    let slot = header.slot;
-    match header.kind {
+    let (slot, k) = (header.slot, header.kind);
+    match k {
         kind::OPEN | kind::UNLINK | kind::CHMOD | kind::CHOWN => {
             // SAFETY: kind selects the layout written at entry.
-            emit::output(unsafe { &*(data as *const PathEvent) }, slot, Wake::Batched)
+            emit::output(unsafe { &*(data as *const PathEvent) }, slot, k)
         }
         // SAFETY: as above.
-        kind::RENAME => emit::output(
-            unsafe { &*(data as *const RenameEvent) },
-            slot,
-            Wake::Batched,
-        ),
+        kind::RENAME => emit::output(unsafe { &*(data as *const RenameEvent) }, slot, k),
         // SAFETY: as above.
-        kind::EXEC => emit::output(unsafe { &*(data as *const ExecEvent) }, slot, Wake::Now),
+        kind::EXEC => emit::output(unsafe { &*(data as *const ExecEvent) }, slot, k),
         // SAFETY: as above.
-        kind::FORK => emit::output(unsafe { &*(data as *const ForkEvent) }, slot, Wake::Now),
+        kind::FORK => emit::output(unsafe { &*(data as *const ForkEvent) }, slot, k),
         kind::CONNECT | kind::BIND | kind::ACCEPT => {
             // SAFETY: as above.
             let ev = unsafe { &mut *(data as *mut SockEvent) };
-            if header.kind == kind::ACCEPT && ret >= 0 && pending.user_ptr != 0 {
+            if k == kind::ACCEPT && ret >= 0 && pending.user_ptr != 0 {
                 net::read_user_sockaddr(ev, pending.user_ptr);
             }
-            emit::output(ev, slot, Wake::Now)
+            emit::output(ev, slot, k)
         }
         _ => {}
     }

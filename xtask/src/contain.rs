@@ -1,13 +1,16 @@
 //! `cargo xtask bench contain`: time from an agent's offending syscall to its containment being
 //! in force (PERF-ANCHORS row 6). The offender timestamps itself: it opens the Kubernetes
-//! service-account token path (a `contain` rule), then connects to a loopback listener in a tight
-//! loop until a connect is refused with EPERM, and reports the elapsed time. Each run is released
-//! (two approvers) before the next. Idle, and with another agent streaming about a million
-//! syscall ids per second in the background.
+//! service-account token path (a `contain` rule), then makes non-blocking TCP connects to a
+//! loopback listener in a tight loop until one is refused with EPERM, and reports the elapsed
+//! time. Each run is released (two approvers) before the next. Idle, and with another monitored
+//! agent making a steady `--background-rate` syscalls a second, every syscall id streamed to the
+//! daemon (the unit of row 4).
 
 use std::{
+    io::{BufRead as _, BufReader},
     path::Path,
     process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -20,6 +23,9 @@ pub struct Options {
     /// Containments measured per setting.
     #[arg(long, default_value_t = 50)]
     runs: usize,
+    /// Syscalls per second of the background agent (every syscall id is streamed).
+    #[arg(long, default_value_t = 1_000_000)]
+    background_rate: u64,
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
@@ -71,6 +77,7 @@ fn measure(
         ),
     )?;
     let ready = work.join("ready");
+    let stats = work.join("stats.json");
     let mut daemon = Command::new("taskset")
         .args(["-c", "0"])
         .arg(bin)
@@ -78,35 +85,77 @@ fn measure(
         .arg(&config)
         .arg("--ready-file")
         .arg(&ready)
+        .arg("--stats-file")
+        .arg(&stats)
         .env("RUST_LOG", "error")
         .spawn()?;
     let start = Instant::now();
     while !ready.exists() {
         if start.elapsed() > Duration::from_secs(30) {
+            let _ = daemon.kill();
             bail!("daemon not ready after 30 s");
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     let idle = runs(opts.runs, bin, &config, agent, port);
-    let mut flood: Child = {
-        let mut cmd = Command::new("taskset");
-        cmd.args(["-c", "1"])
-            .arg(bin)
-            .args(["workload", "loop:getppid:100000000000"])
-            .stdout(Stdio::null());
-        cgroup::spawn_in(noisy, &mut cmd)?
-    };
+    let (mut noise, rates) = background(bin, noisy, opts.background_rate)?;
+    // Let the background reach its rate before measuring.
+    std::thread::sleep(Duration::from_secs(2));
     let loaded = runs(opts.runs, bin, &config, agent, port);
-    let _ = flood.kill();
-    let _ = flood.wait();
-    let _ = daemon.kill();
+    let _ = noise.kill();
+    let _ = noise.wait();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(daemon.id())?),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
     let _ = daemon.wait();
+    let daemon_stats: serde_json::Value = std::fs::read_to_string(&stats)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    let per_second = rates.lock().map(|r| r.clone()).unwrap_or_default();
     Ok(json!({
-        "method": "offender opens the service-account token path (contain rule), then connects in a loop until EPERM; microseconds from the open to the first refused connect; released with two approvers between runs; daemon on CPU 0",
+        "method": "offender opens the service-account token path (contain rule), then makes non-blocking TCP connects in a loop until one is refused with EPERM; microseconds from the open to that refusal; released with two approvers between runs; daemon on CPU 0 with the shipped rules",
         "idle": summary(&idle?),
         "under_load": summary(&loaded?),
-        "background": "another monitored agent running getppid in a loop on CPU 1, every syscall id streamed",
+        "background": {
+            "what": "another monitored agent calling getppid at a steady rate on CPU 1, every syscall id streamed to the daemon",
+            "target_syscalls_per_s": opts.background_rate,
+            "measured_syscalls_per_s": crate::stats::median(per_second.clone()),
+            "seconds": per_second.len(),
+        },
+        "daemon": {
+            "syscall_ids_delivered": daemon_stats["syscall_ids"],
+            "kernel_lost": daemon_stats["kernel_lost"],
+        },
     }))
+}
+
+/// The background agent and the calls it made in each second (it prints them).
+fn background(
+    bin: &Path,
+    noisy: &Path,
+    rate: u64,
+) -> anyhow::Result<(Child, Arc<Mutex<Vec<f64>>>)> {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", "1"])
+        .arg(bin)
+        .args(["workload", &format!("rate:getppid:{rate}:3600")])
+        .stdout(Stdio::piped());
+    let mut child = cgroup::spawn_in(noisy, &mut cmd)?;
+    let out = child.stdout.take().context("background stdout")?;
+    let rates = Arc::new(Mutex::new(Vec::new()));
+    let sink = rates.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(n) = line.strip_prefix("rate ").and_then(|n| n.parse().ok())
+                && let Ok(mut r) = sink.lock()
+            {
+                r.push(n);
+            }
+        }
+    });
+    Ok((child, rates))
 }
 
 fn runs(n: usize, bin: &Path, config: &Path, agent: &Path, port: u16) -> anyhow::Result<Vec<f64>> {

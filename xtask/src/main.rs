@@ -64,5 +64,8 @@ fn build_release(root: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     if !status.success() {
         anyhow::bail!("building agent-monitor failed");
     }
-    Ok(root.join("target/release/agent-monitor"))
+    // Where cargo put it: CARGO_TARGET_DIR when set, as for the build above.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    Ok(target.join("release/agent-monitor"))
 }

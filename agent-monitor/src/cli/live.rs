@@ -114,13 +114,30 @@ pub fn start(
         }),
         identity_changed: kube.map(|(node, _)| node.pods.changed()),
     };
-    let source = LiveSource::new(kernel, maps, registry, &live, initial)?;
+    let mut source = LiveSource::new(kernel, maps, registry, &live, initial)?;
+    update_wake_kinds(&mut source, pipeline, config);
     log::info!(
         "programs attached; {} agent cgroup(s) monitored; cgroup v2 at {}",
         source.registry().len(),
         platform.cgroup_v2.display()
     );
     Ok((source, containment))
+}
+
+/// Marks the kernel event kinds that the loaded rules can turn into a rate-limit or a
+/// containment as urgent: their events wake the reader at once instead of waiting for the next
+/// poll. At start and after each rule reload; without a response stage nothing is urgent.
+fn update_wake_kinds(source: &mut LiveSource, pipeline: &mut Pipeline, config: &Config) {
+    let kinds = match (pipeline.responder_mut().is_some(), pipeline.detection()) {
+        (true, Some(d)) => d.rules().map_or_else(Vec::new, |rules| {
+            agent_monitor::respond::urgent::urgent_kinds(rules, &config.policy)
+        }),
+        _ => Vec::new(),
+    };
+    match source.set_wake_kinds(&kinds) {
+        Ok(()) => log::debug!("event kinds that wake the reader at once: {kinds:?}"),
+        Err(e) => log::error!("{e:#}: urgent events wait for the next poll"),
+    }
 }
 
 /// After the agents are announced: agents an earlier daemon contained (pinned DENY_ALL) are
@@ -199,7 +216,10 @@ pub async fn run_until_stopped(
                 }
                 pipeline.process(&batch)?;
             }
-            _ = hup.recv() => pipeline.reload_rules(&config.detection.rules_dir),
+            _ = hup.recv() => {
+                pipeline.reload_rules(&config.detection.rules_dir);
+                update_wake_kinds(source, pipeline, config);
+            }
             _ = releases.tick() => pipeline.carry_out_releases(&state)?,
             _ = term.recv() => break,
             _ = int.recv() => break,

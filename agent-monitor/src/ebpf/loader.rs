@@ -11,7 +11,7 @@ use std::{
 use agent_monitor_common::{AgentSlot, ContainPolicy, Denials, FlowCounters, SyscallRow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Program,
         ProgramError, RawTracePoint, TracePoint,
@@ -179,6 +179,8 @@ pub struct KernelMaps {
     pub syscall_counts: PerCpuArray<MapData, SyscallRow>,
     pub lost: PerCpuArray<MapData, u64>,
     pub flows: HashMap<MapData, u64, FlowCounters>,
+    /// Event kinds that wake the reader at once (see [`super::WakeKinds`]).
+    pub wake_kinds: Array<MapData, u32>,
     /// Taken by the containment actuator (`Option` so it can be moved out).
     pub containment: Option<ContainMaps>,
 }
@@ -325,6 +327,7 @@ impl Kernel {
             syscall_counts: PerCpuArray::try_from(take("SYSCALL_COUNTS")?)?,
             lost: PerCpuArray::try_from(take("LOST")?)?,
             flows: HashMap::try_from(take("FLOWS")?)?,
+            wake_kinds: Array::try_from(take("WAKE_KINDS")?)?,
             containment: Some(ContainMaps {
                 policies: HashMap::try_from(take(CONTAINMENT_MAP)?)?,
                 denials: HashMap::try_from(take(DENIALS_MAP)?)?,

@@ -33,6 +33,13 @@ pub trait Actuator: Send {
     fn apply(&mut self, target: &Target) -> ActionOutcome;
     /// Undoes the action where that is possible; idempotent too.
     fn undo(&mut self, target: &Target) -> ActionOutcome;
+    /// Applied before every other action of a decision, highest tier first: an in-kernel
+    /// change that takes effect at the agent's next syscall and costs microseconds, which must
+    /// not wait for actions that go over the network (revocation) or read the file system
+    /// (snapshot). Its undo must not depend on the order of undos.
+    fn urgent(&self) -> bool {
+        false
+    }
 }
 
 /// Dry-run wrapper: records every call and reports success without acting.
@@ -72,6 +79,10 @@ impl<A: Actuator> Actuator for Recording<A> {
 
     fn undo(&mut self, target: &Target) -> ActionOutcome {
         self.record("undo", target)
+    }
+
+    fn urgent(&self) -> bool {
+        self.inner.urgent()
     }
 }
 

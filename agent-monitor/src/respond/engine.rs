@@ -239,15 +239,31 @@ impl Responder {
         })
     }
 
-    /// Applies the actuators of the tiers entered (from the old tier up to the new one).
+    /// Applies the actuators of the tiers entered (from the old tier up to the new one): the
+    /// urgent ones (in-kernel network containment) first, highest tier first, so DENY_ALL is in
+    /// force before anything else runs; then the others, lowest tier first.
     fn act(&mut self, decision: &Decision, target: &Target) -> Vec<ActionOutcome> {
         if decision.to < decision.from {
             return self.undo_between(decision.to, decision.from, target);
         }
-        self.actuators
-            .iter_mut()
-            .filter(|(tier, _)| Some(*tier) > decision.from && Some(*tier) <= decision.to)
-            .map(|(_, a)| a.apply(target))
+        let mut order: Vec<(bool, i8, usize)> = self
+            .actuators
+            .iter()
+            .enumerate()
+            .filter(|(_, (tier, _))| Some(*tier) > decision.from && Some(*tier) <= decision.to)
+            .map(|(i, (tier, a))| {
+                let t = *tier as i8;
+                if a.urgent() {
+                    (false, -t, i)
+                } else {
+                    (true, t, i)
+                }
+            })
+            .collect();
+        order.sort_unstable();
+        order
+            .into_iter()
+            .map(|(_, _, i)| self.actuators[i].1.apply(target))
             .collect()
     }
 
@@ -307,6 +323,24 @@ mod tests {
                 detail: String::new(),
                 undo: None,
             }
+        }
+    }
+
+    /// An in-kernel action: applied before the others.
+    struct Urgent(Noted);
+
+    impl Actuator for Urgent {
+        fn name(&self) -> &'static str {
+            self.0.name()
+        }
+        fn apply(&mut self, t: &Target) -> ActionOutcome {
+            self.0.apply(t)
+        }
+        fn undo(&mut self, t: &Target) -> ActionOutcome {
+            self.0.undo(t)
+        }
+        fn urgent(&self) -> bool {
+            true
         }
     }
 
@@ -403,5 +437,28 @@ mod tests {
         let out = r.tick(2 * S + 301 * S);
         assert_eq!(out[0].decision.to, Some(Tier::Log));
         assert_eq!(*actions.lock().unwrap(), ["rate_limit+b", "rate_limit-b"]);
+    }
+
+    #[test]
+    fn the_containment_map_update_goes_before_every_other_action() {
+        let (actions, sink) = (Log::default(), Log::default());
+        let noted = |name| Noted(name, actions.clone());
+        let mut r = Responder::new(PolicyConfig::default())
+            .with_actuator(Tier::Contain, Box::new(noted("revoke")))
+            .with_actuator(Tier::RateLimit, Box::new(Urgent(noted("rate_limit"))))
+            .with_actuator(Tier::Contain, Box::new(noted("snapshot")))
+            .with_actuator(Tier::Contain, Box::new(Urgent(noted("deny_all"))))
+            .with_sink(Box::new(Sink(sink.clone())));
+        let out = r.on_findings(&[finding("a", 1, 1.0, Some(Tier::Contain))], S);
+        let order = ["deny_all+a", "rate_limit+a", "revoke+a", "snapshot+a"];
+        assert_eq!(*actions.lock().unwrap(), order);
+        let reported: Vec<&str> = out[0].actions.iter().map(|a| a.action.as_str()).collect();
+        assert_eq!(reported, ["deny_all", "rate_limit", "revoke", "snapshot"]);
+        // Undone highest tier first, the in-kernel ones among them.
+        r.release("a", &["alice".into(), "bob".into()]);
+        assert_eq!(
+            actions.lock().unwrap()[4..],
+            ["deny_all-a", "snapshot-a", "revoke-a", "rate_limit-a"]
+        );
     }
 }

@@ -13,4 +13,5 @@ pub mod revoke;
 pub mod sinks;
 pub mod snapshot;
 pub mod state;
+pub mod urgent;
 pub mod webhook;

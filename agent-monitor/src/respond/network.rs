@@ -70,6 +70,11 @@ impl Actuator for Network {
         }
     }
 
+    /// A map update in force at the agent's next syscall: it goes before every other action.
+    fn urgent(&self) -> bool {
+        true
+    }
+
     fn apply(&mut self, target: &Target) -> ActionOutcome {
         let result = match self.containment.lock() {
             Ok(mut c) => match self.action {
@@ -98,7 +103,9 @@ impl Actuator for Network {
         let done = self.applied.remove(&target.cgroup_id);
         let result = match self.containment.lock() {
             Ok(mut c) => match &done {
-                Some(done) => c.undo(done),
+                // Only this action's own part: the deny and the rate limit may be undone in
+                // either order (see `urgent`).
+                Some(done) => c.undo_own(done),
                 // Applied by an earlier daemon (pinned state): lift everything.
                 None => c.release(target.cgroup_id),
             }

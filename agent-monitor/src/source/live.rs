@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     clock,
-    ebpf::{Kernel, KernelMaps},
+    ebpf::{Kernel, KernelMaps, WakeKinds},
     event::wire::{self, bytes_of},
     identity::{AgentRegistry, PendingOutcome, SlotTable},
 };
@@ -61,6 +61,7 @@ struct Snapshots {
 pub struct LiveSource {
     _kernel: Kernel,
     ring: AsyncFd<RingBuf<MapData>>,
+    wake: WakeKinds,
     registry: AgentRegistry,
     snapshots: Snapshots,
     poll: Interval,
@@ -92,6 +93,7 @@ impl LiveSource {
             // SAFETY: the ring buffer owns its fd for as long as the AsyncFd holds it.
             ring: unsafe { AsyncFd::register(maps.events) }
                 .map_err(|e| anyhow::anyhow!("registering the ring buffer fd: {e}"))?,
+            wake: WakeKinds::new(maps.wake_kinds),
             registry,
             snapshots: Snapshots {
                 monitored: maps.monitored,
@@ -117,6 +119,21 @@ impl LiveSource {
 
     pub fn registry(&self) -> &AgentRegistry {
         &self.registry
+    }
+
+    /// Events of these kinds (wire numbers) wake the reader at once; the others are batched
+    /// until the next poll (see [`crate::respond::urgent`]).
+    pub fn set_wake_kinds(&mut self, kinds: &[u16]) -> anyhow::Result<()> {
+        self.wake
+            .set(kinds)
+            .map_err(|e| anyhow::anyhow!("writing WAKE_KINDS: {e}"))
+    }
+
+    /// The kinds that wake the reader at once, read back from the kernel map.
+    pub fn wake_kinds(&self) -> anyhow::Result<Vec<u16>> {
+        self.wake
+            .read()
+            .map_err(|e| anyhow::anyhow!("reading WAKE_KINDS: {e}"))
     }
 
     /// What the hold did so far (all zero without one).

@@ -107,4 +107,31 @@ impl Kind {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// The kind number of the records the kernel writes for this kind; None for the records the
+    /// daemon makes itself (counters, flow bytes, losses, agent announcements).
+    pub fn wire(self) -> Option<u16> {
+        use agent_monitor_common::kind as k;
+        Some(match self {
+            Kind::Syscalls => k::SYSCALL_BATCH,
+            Kind::Exec => k::EXEC,
+            Kind::Fork => k::FORK,
+            Kind::Exit => k::EXIT,
+            Kind::Open => k::OPEN,
+            Kind::Unlink => k::UNLINK,
+            Kind::Rename => k::RENAME,
+            Kind::Chmod => k::CHMOD,
+            Kind::Chown => k::CHOWN,
+            Kind::Connect => k::CONNECT,
+            Kind::Accept => k::ACCEPT,
+            Kind::Bind => k::BIND,
+            Kind::UdpSend => k::UDP_SEND,
+            Kind::DnsQuery => k::DNS_QUERY,
+            Kind::SyscallCount
+            | Kind::FlowBytes
+            | Kind::Lost
+            | Kind::AgentAdded
+            | Kind::AgentRemoved => return None,
+        })
+    }
 }

@@ -93,6 +93,20 @@ impl RuleSet {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().map(|r| &*r.name)
     }
+
+    /// The kernel event kinds (wire numbers, sorted) read by a rule of tier `tier` or above:
+    /// the events that can fire such a rule. Kinds the daemon makes itself are left out.
+    pub fn kernel_kinds_at_or_above(&self, tier: Tier) -> Vec<u16> {
+        let mut kinds: Vec<u16> = self
+            .rules
+            .iter()
+            .filter(|r| r.tier >= tier)
+            .flat_map(|r| r.kinds.iter().filter_map(|k| k.wire()))
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        kinds
+    }
 }
 
 /// What an operator or a CLI listing needs to know about a loaded rule.

@@ -147,6 +147,25 @@ impl Containment {
         )
     }
 
+    /// Undoes only what `done` itself set, leaving the rest of the policy in force: after a
+    /// `deny_all` the deny flag goes back to what it was before it, after a `rate_limit` the
+    /// rates do. Two actions undone this way give the same result in either order, unlike
+    /// [`Containment::undo`], which sets the whole policy back. Release and restore results
+    /// are undone whole.
+    pub fn undo_own(&mut self, done: &ActionResult) -> Result<ActionResult> {
+        let now = self.policy(done.cgroup_id)?;
+        let Some(after) = own_undo(now, done, now_unix_ms()) else {
+            return self.undo(done);
+        };
+        self.set(
+            Action::Restore,
+            done.cgroup_id,
+            done.agent.as_deref(),
+            now,
+            after,
+        )
+    }
+
     /// Every containment in force.
     pub fn state(&self) -> Result<Vec<(u64, PolicyView)>> {
         let mut out = Vec::new();
@@ -284,4 +303,29 @@ pub(crate) fn next_rate(
         applied_unix_ms: now_ms,
     };
     (p.deny_all || p.connects_per_s.is_some() || p.bytes_per_s.is_some()).then_some(p)
+}
+
+/// The policy after undoing only `done`'s own part of `now` (see [`Containment::undo_own`]);
+/// None for the actions that are undone whole.
+pub(crate) fn own_undo(
+    now: Option<PolicyView>,
+    done: &ActionResult,
+    now_ms: u64,
+) -> Option<Option<PolicyView>> {
+    let before = done.before.unwrap_or_default();
+    let after = match done.action {
+        Action::DenyAll => now.map(|p| PolicyView {
+            deny_all: before.deny_all,
+            applied_unix_ms: now_ms,
+            ..p
+        }),
+        Action::RateLimit => now.map(|p| PolicyView {
+            connects_per_s: before.connects_per_s,
+            bytes_per_s: before.bytes_per_s,
+            applied_unix_ms: now_ms,
+            ..p
+        }),
+        Action::Release | Action::Restore => return None,
+    };
+    Some(after.filter(PolicyView::restricts))
 }

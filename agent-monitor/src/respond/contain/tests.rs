@@ -2,7 +2,7 @@ use agent_monitor_common::{
     CONTAIN_DENY_ALL, CONTAIN_RATE_LIMIT, MIN_BYTE_BURST, NANOS_PER_SEC, TokenBucket,
 };
 
-use super::{ActionResult, PolicyView, next_deny, next_rate, same};
+use super::{Action, ActionResult, PolicyView, next_deny, next_rate, own_undo, same};
 
 #[test]
 fn bucket_lets_the_burst_through_then_the_rate() {
@@ -96,4 +96,39 @@ fn action_results_serialize_for_the_audit_log() {
     assert_eq!(json["before"], serde_json::Value::Null);
     let back: ActionResult = serde_json::from_value(json).unwrap();
     assert_eq!(back, r);
+}
+
+fn result(action: Action, before: Option<PolicyView>, after: Option<PolicyView>) -> ActionResult {
+    ActionResult {
+        action,
+        cgroup_id: 1,
+        agent: None,
+        before,
+        after,
+        changed: true,
+    }
+}
+
+#[test]
+fn deny_and_rate_limit_undo_their_own_part_in_either_order() {
+    // Applied deny first, then the rate limit (what a containment decision does).
+    let denied = next_deny(None, 1);
+    let deny = result(Action::DenyAll, None, Some(denied));
+    let both = next_rate(Some(denied), 5, 0, 2).unwrap();
+    let rate = result(Action::RateLimit, Some(denied), Some(both));
+    // Undone deny first: the rate limit stays, then nothing.
+    let after_deny = own_undo(Some(both), &deny, 3).unwrap().unwrap();
+    assert!(!after_deny.deny_all && after_deny.connects_per_s == Some(5));
+    assert_eq!(own_undo(Some(after_deny), &rate, 4).unwrap(), None);
+    // Undone rate limit first: the deny stays, then nothing.
+    let after_rate = own_undo(Some(both), &rate, 3).unwrap().unwrap();
+    assert!(after_rate.deny_all && after_rate.connects_per_s.is_none());
+    assert_eq!(own_undo(Some(after_rate), &deny, 4).unwrap(), None);
+    // A deny that was in force before the action stays after its undo.
+    let again = result(Action::DenyAll, Some(denied), Some(denied));
+    assert!(own_undo(Some(denied), &again, 5).unwrap().unwrap().deny_all);
+    // Nothing in force (released meanwhile): nothing to put back.
+    assert_eq!(own_undo(None, &deny, 6).unwrap(), None);
+    // A release is undone whole.
+    assert!(own_undo(None, &result(Action::Release, Some(denied), None), 7).is_none());
 }

@@ -59,6 +59,11 @@ impl PolicyView {
         p
     }
 
+    /// Whether it restricts anything (a policy that does not is removed from the map).
+    pub fn restricts(&self) -> bool {
+        self.deny_all || self.connects_per_s.is_some() || self.bytes_per_s.is_some()
+    }
+
     /// Same enforcement (ignoring when it was applied).
     pub fn same_rules(&self, other: &Self) -> bool {
         self.deny_all == other.deny_all
