@@ -10,8 +10,10 @@
 //! `udp:HOST:PORT`, `dns:NAME@HOST:PORT` (one DNS query over UDP), `exec:PATH[:ARG...]` (runs a
 //! program and waits), `sleep:MS`, `exit:CODE`, `agent:CLASS:SECS:HOST:PORT` (a representative
 //! agent of that class, see [`profile`]), and for benchmarks `loop:OP:N` which runs `getppid`,
-//! `openat` (open+close) or `connect` N times and prints the mean ns per operation.
+//! `openat` (open+close) or `connect` N times and prints the mean ns per operation. The attack
+//! steps that drills re-enact are in [`attack`].
 
+pub mod attack;
 pub mod profile;
 pub mod services;
 pub mod spawn;
@@ -46,6 +48,7 @@ pub enum Step {
     Scan(String, u16, u16),
     Accept(String),
     Offend(String, String),
+    Attack(attack::Attack),
 }
 
 impl std::str::FromStr for Step {
@@ -125,7 +128,10 @@ impl std::str::FromStr for Step {
                         .with_context(|| format!("step {s:?}: bad service address"))?,
                 )
             }
-            _ => bail!("unknown workload step {s:?}"),
+            _ => match attack::parse(op, arg) {
+                Some(step) => Step::Attack(step?),
+                None => bail!("unknown workload step {s:?}"),
+            },
         })
     }
 }
@@ -181,6 +187,7 @@ fn run_step(step: &Step) -> anyhow::Result<()> {
             println!("{op} {ns:.1}");
         }
         Step::Agent(profile, duration, service) => profile.run(*duration, *service)?,
+        Step::Attack(step) => attack::run(step)?,
         Step::Offend(path, addr) => {
             let addr = resolve(addr)?;
             let start = Instant::now();
