@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod clock;
 pub mod config;
 pub mod detect;
+pub mod drill;
 pub mod ebpf;
 pub mod eval;
 pub mod event;

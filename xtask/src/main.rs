@@ -1,8 +1,9 @@
 //! Project tasks: `cargo xtask bench capture`, `cargo xtask bench pipeline`,
-//! `cargo xtask bench contain`.
+//! `cargo xtask bench contain`, `cargo xtask bench drills`, `cargo xtask drills record`.
 
 mod capture;
 mod contain;
+mod drills;
 mod pipeline;
 mod stats;
 
@@ -21,6 +22,17 @@ enum Task {
         #[command(subcommand)]
         which: Bench,
     },
+    /// Drill catalog upkeep.
+    Drills {
+        #[command(subcommand)]
+        which: Drills,
+    },
+}
+
+#[derive(Subcommand)]
+enum Drills {
+    /// Re-record the traces of the drill catalog (drills/traces/), live, as root.
+    Record(drills::RecordOptions),
 }
 
 #[derive(Subcommand)]
@@ -31,6 +43,8 @@ enum Bench {
     Pipeline(pipeline::Options),
     /// Offending syscall to containment in force, idle and under load.
     Contain(contain::Options),
+    /// The drill catalog live: time to detect and to contain per scenario.
+    Drills(drills::BenchOptions),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +58,12 @@ fn main() -> anyhow::Result<()> {
         Task::Bench {
             which: Bench::Contain(opts),
         } => contain::run(&opts),
+        Task::Bench {
+            which: Bench::Drills(opts),
+        } => drills::bench(&opts),
+        Task::Drills {
+            which: Drills::Record(opts),
+        } => drills::record(&opts),
     }
 }
 

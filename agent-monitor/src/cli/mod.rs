@@ -4,8 +4,10 @@
 mod audit;
 mod contain;
 mod demo;
+mod drill;
 mod eval;
 mod live;
+mod record;
 mod release;
 mod train;
 
@@ -90,6 +92,9 @@ enum Command {
         /// Also write the decoded events as JSON lines here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Record only this agent (by id): nothing else is monitored or written.
+        #[arg(long)]
+        agent: Option<String>,
     },
     /// Feed a trace file through the pipeline and print the events as JSON lines.
     Replay {
@@ -131,6 +136,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Containment in the kernel, from another process: status, deny, rate-limit, release.
     Contain(contain::ContainArgs),
+    /// Purple-team drills: replay or re-enact attack scenarios and score detection (drills/).
+    Drill(drill::DrillArgs),
     /// Check what this kernel and host provide.
     Probe,
     /// Run a scripted workload (used by the demo, tests and benchmarks).
@@ -149,6 +156,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         Command::Release(args) => release::run(&args),
         Command::Audit(args) => audit::run(&args),
         Command::Contain(args) => contain::run(&args),
+        Command::Drill(args) => drill::run(&args),
         Command::Probe => {
             let (_, report) = Platform::probe()?;
             print!("{report}");
@@ -184,8 +192,16 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             }
             live::run(&live, &config, pipeline).await
         }
-        Command::Record { live, output, json } => {
-            let config = load_config(&live)?;
+        Command::Record {
+            live,
+            output,
+            json,
+            agent,
+        } => {
+            let mut config = load_config(&live)?;
+            if let Some(agent) = &agent {
+                record::narrow_to_agent(&mut config, agent)?;
+            }
             let mut pipeline = Pipeline::default().with_trace(live::trace_out(&output)?);
             if let Some(path) = &json {
                 pipeline = pipeline.with_json(live::json_out(Some(path))?);
@@ -249,7 +265,8 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
         | Command::Eval(_)
         | Command::Release(_)
         | Command::Audit(_)
-        | Command::Contain(_) => {
+        | Command::Contain(_)
+        | Command::Drill(_) => {
             unreachable!("handled synchronously")
         }
     }

@@ -12,8 +12,9 @@
 //! agent of that class, see [`profile`]), and for benchmarks `loop:OP:N` which runs `getppid`,
 //! `openat` (open+close) or `connect` N times and prints the mean ns per operation, and
 //! `rate:getppid:PER_S:SECS`, getppid at a steady rate, printing `rate N` (calls made) each
-//! second.
+//! second. The attack steps that drills re-enact are in [`attack`].
 
+pub mod attack;
 pub mod profile;
 pub mod services;
 pub mod spawn;
@@ -49,6 +50,7 @@ pub enum Step {
     Accept(String),
     Offend(String, String),
     Rate(u64, u64),
+    Attack(attack::Attack),
 }
 
 impl std::str::FromStr for Step {
@@ -140,7 +142,10 @@ impl std::str::FromStr for Step {
                         .with_context(|| format!("step {s:?}: bad service address"))?,
                 )
             }
-            _ => bail!("unknown workload step {s:?}"),
+            _ => match attack::parse(op, arg) {
+                Some(step) => Step::Attack(step?),
+                None => bail!("unknown workload step {s:?}"),
+            },
         })
     }
 }
@@ -196,6 +201,7 @@ fn run_step(step: &Step) -> anyhow::Result<()> {
             println!("{op} {ns:.1}");
         }
         Step::Agent(profile, duration, service) => profile.run(*duration, *service)?,
+        Step::Attack(step) => attack::run(step)?,
         Step::Offend(path, addr) => {
             let addr = resolve(addr)?;
             let start = Instant::now();

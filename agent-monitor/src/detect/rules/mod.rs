@@ -21,7 +21,7 @@ mod rate;
 mod rule;
 mod set;
 mod template;
-mod yaml;
+pub(crate) mod yaml;
 
 #[cfg(test)]
 mod tests;
