@@ -11,6 +11,7 @@ use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
+    api_proto()?;
     println!("cargo:rerun-if-env-changed=AGENT_MONITOR_TOOLS");
     println!("cargo:rerun-if-changed=../agent-monitor-common/src");
     let tools = env::var_os("AGENT_MONITOR_TOOLS")
@@ -52,4 +53,14 @@ fn which_in(name: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
     env::split_paths(path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// Compiles the gRPC API's protobuf with protox (pure Rust), so no system `protoc` is needed.
+fn api_proto() -> anyhow::Result<()> {
+    let proto = "../proto/agent_monitor/v1/api.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let fds = protox::compile([proto], ["../proto"]).context("compiling the API protobuf")?;
+    tonic_prost_build::configure()
+        .compile_fds(fds)
+        .context("generating the API code")
 }

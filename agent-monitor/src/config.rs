@@ -53,6 +53,9 @@ pub struct Config {
     /// Pod identity and the NetworkPolicy actuator on a Kubernetes node (`None`: not on one).
     #[serde(default)]
     pub kubernetes: Option<crate::k8s::KubernetesConfig>,
+    /// The gRPC control API (docs/API.md); `null` turns it off.
+    #[serde(default = "crate::api::ApiConfig::default_on")]
+    pub api: Option<crate::api::ApiConfig>,
 }
 
 /// The SOC webhook.
@@ -232,6 +235,10 @@ impl Config {
             k.validate()
                 .map_err(|(field, reason)| invalid(field, &reason))?;
         }
+        if let Some(api) = &self.api {
+            api.validate()
+                .map_err(|(field, reason)| invalid(format!("api.{field}"), &reason))?;
+        }
         for (i, a) in self.agents.iter().enumerate() {
             if a.id.is_empty() || a.id.len() >= agent_monitor_common::AGENT_ID_LEN {
                 return Err(invalid(format!("agents[{i}].id"), "must be 1 to 63 bytes"));
@@ -270,6 +277,7 @@ mod tests {
         assert_eq!(c.policy, crate::respond::policy::PolicyConfig::default());
         assert_eq!(c.flight, crate::respond::flight::FlightConfig::default());
         assert!(c.audit.is_none() && c.webhook.is_none() && c.snapshot.is_none());
+        assert_eq!(c.api, Some(crate::api::ApiConfig::default()));
         assert!(c.kubernetes.is_none());
     }
 

@@ -3,6 +3,7 @@
 //! The pipeline is the same live and in replay:
 //! `EventSource` (raw records) -> `event::decode` -> `identity` -> sinks (JSON lines, trace file).
 
+pub mod api;
 pub mod cgroup;
 pub mod clock;
 pub mod config;

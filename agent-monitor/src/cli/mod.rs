@@ -3,6 +3,7 @@
 
 mod audit;
 mod contain;
+mod ctl;
 mod demo;
 mod drill;
 mod eval;
@@ -138,6 +139,8 @@ enum Command {
     Contain(contain::ContainArgs),
     /// Purple-team drills: replay or re-enact attack scenarios and score detection (drills/).
     Drill(drill::DrillArgs),
+    /// Query and control a running daemon through its API (agents, watch, events, release).
+    Ctl(ctl::CtlArgs),
     /// Check what this kernel and host provide.
     Probe,
     /// Run a scripted workload (used by the demo, tests and benchmarks).
@@ -243,6 +246,7 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             log::info!("replay done: {:?}", pipeline.stats);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ctl(args) => ctl::run(&args).await,
         Command::Demo {
             duration,
             agents_per_class,
@@ -315,8 +319,8 @@ fn detection(config: &Config) -> anyhow::Result<Detection> {
 /// The response stage. Live, it gets the configured sinks (state, audit log, SOC webhook) and
 /// host actuators (token revocation, forensic snapshot); the network actuators are added once
 /// the kernel maps exist. Replay runs none: its decisions are what the live run would have
-/// decided. The flight recorder comes with the snapshot actuator, its only reader: without one,
-/// no event is copied into it.
+/// decided. The flight recorder comes with its readers, the snapshot actuator and the API:
+/// without either, no event is copied into it.
 fn responder(
     config: &Config,
     live: bool,
@@ -350,9 +354,10 @@ fn responder(
             Box::new(Revoke(Revoker::new(revoke.clone()))),
         );
     }
-    let mut flight = None;
-    if let Some(snapshot) = &config.snapshot {
-        let recorder = Arc::new(FlightRecorder::new(config.flight));
+    // The flight recorder's readers: the snapshot actuator and the API's RecentEvents.
+    let flight = (config.snapshot.is_some() || config.api.is_some())
+        .then(|| Arc::new(FlightRecorder::new(config.flight)));
+    if let (Some(snapshot), Some(recorder)) = (&config.snapshot, &flight) {
         responder.add_actuator(
             Tier::Contain,
             Box::new(Snapshot {
@@ -360,7 +365,19 @@ fn responder(
                 keep_frozen: config.policy.keep_frozen,
             }),
         );
-        flight = Some(recorder);
+    }
+    // The control API (docs/API.md): its sink feeds it, and keeps it running, for as long as
+    // the response stage lives.
+    if let (Some(api), Some(recorder)) = (&config.api, &flight) {
+        let sink = agent_monitor::api::start(
+            api,
+            agent_monitor::api::ApiContext {
+                state_dir: config.state_dir.clone(),
+                audit: config.audit.clone(),
+                flight: recorder.clone(),
+            },
+        )?;
+        responder = responder.with_sink(Box::new(sink));
     }
     Ok((responder, flight))
 }

@@ -4,11 +4,7 @@
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use agent_monitor::{
-    detect::Tier,
-    respond::audit::{AuditLog, Kind},
-    respond::state::{ReleaseRequest, StateDir, now_rfc3339},
-};
+use agent_monitor::respond::{approve::approve, audit::AuditLog, state::StateDir};
 use anyhow::bail;
 
 #[derive(clap::Args)]
@@ -35,51 +31,35 @@ pub fn run(args: &ReleaseArgs) -> anyhow::Result<ExitCode> {
         None => agent_monitor::config::Config::embedded(),
     };
     let state = StateDir::new(&config.state_dir);
-    let Some(record) = state.agent(&args.agent)? else {
-        bail!(
-            "no response is recorded for agent {:?} in {}",
-            args.agent,
-            config.state_dir.display()
-        );
-    };
-    let Some(tier) = record.tier else {
+    let mut audit = config
+        .audit
+        .as_ref()
+        .map(AuditLog::from_config)
+        .transpose()?;
+    let outcome = approve(
+        &state,
+        audit.as_mut(),
+        &args.agent,
+        &args.approver,
+        &args.reason,
+        false,
+    )?;
+    let Some(tier) = outcome.tier else {
         println!("{}: no response in force, nothing to release", args.agent);
         return Ok(ExitCode::SUCCESS);
     };
-    let needed = if tier == Tier::Contain { 2 } else { 1 };
-    let approvals = state.approve(&args.agent, &args.approver, &args.reason)?;
-    let have = approvals.approvers.len();
-    if let Some(audit) = &config.audit {
-        // The daemon may be appending too: the log's own lock keeps the chain whole.
-        let mut log = AuditLog::from_config(audit)?;
-        let approver = log.token(&args.approver);
-        log.append(
-            Kind::Approval,
-            Some(&args.agent),
-            Some(&record.target.class),
-            serde_json::json!({
-                "approver": approver,
-                "tier": tier,
-                "approvals": have,
-                "needed": needed,
-                "reason": args.reason,
-            }),
-        )?;
-    }
-    if have < needed {
+    if outcome.requested.is_none() {
         println!(
-            "{}: approval by {} recorded ({have} of {needed}); a containment needs another, \
+            "{}: approval by {} recorded ({} of {}); a containment needs another, \
              different approver: agent-monitor release {} --approver <name>",
-            args.agent, args.approver, args.agent
+            args.agent,
+            args.approver,
+            outcome.approvers.len(),
+            outcome.needed,
+            args.agent
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let request = ReleaseRequest {
-        agent_id: args.agent.clone(),
-        approvers: approvals.approvers.into_iter().collect(),
-        requested: now_rfc3339(),
-    };
-    state.request_release(&request)?;
     let deadline = std::time::Instant::now() + args.wait;
     while std::time::Instant::now() < deadline {
         if let Some(result) = state.release_result(&args.agent)? {

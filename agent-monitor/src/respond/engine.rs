@@ -35,6 +35,12 @@ pub trait ResponseSink: Send {
         approvers: &[String],
         actions: &[ActionOutcome],
     ) -> anyhow::Result<()>;
+    /// Every finding handed to the response stage, before the policy decides (most change no
+    /// tier and so make no [`Response`]). For sinks that show findings as they come.
+    fn on_findings(&mut self, _findings: &[Finding]) {}
+    /// An agent was announced (`present`) or its cgroup went away, with the tier it is in; also
+    /// called for a containment restored from before this start.
+    fn on_agent(&mut self, _target: &Target, _present: bool, _tier: Option<Tier>) {}
 }
 
 pub struct Responder {
@@ -96,6 +102,11 @@ impl Responder {
                     persisting: 0,
                 },
             );
+            if let Some(target) = self.targets.get(agent) {
+                for sink in &mut self.sinks {
+                    sink.on_agent(target, true, Some(Tier::Contain));
+                }
+            }
         }
         agents.iter().map(|a| a.to_string()).collect()
     }
@@ -117,27 +128,43 @@ impl Responder {
             .map(|(a, _)| &**a)
     }
 
-    /// Learns agents' cgroups from their announcements.
+    /// Learns agents' cgroups from their announcements (and tells the sinks).
     pub fn on_event(&mut self, event: &Event) {
-        if let (Body::AgentAdded(a), Some(agent)) = (&event.body, &event.agent) {
-            let path = self
-                .cgroup_root
-                .as_ref()
-                .map(|root| root.join(a.cgroup_path.trim_start_matches('/')));
-            self.targets.insert(
-                agent.id.clone(),
-                Target {
+        match (&event.body, &event.agent) {
+            (Body::AgentAdded(a), Some(agent)) => {
+                let path = self
+                    .cgroup_root
+                    .as_ref()
+                    .map(|root| root.join(a.cgroup_path.trim_start_matches('/')));
+                let target = Target {
                     agent_id: a.id.clone(),
                     class: a.class.clone(),
                     cgroup_id: event.cgroup_id,
                     cgroup_path: path,
-                },
-            );
+                };
+                let tier = self.tier(&agent.id);
+                for sink in &mut self.sinks {
+                    sink.on_agent(&target, true, tier);
+                }
+                self.targets.insert(agent.id.clone(), target);
+            }
+            (Body::AgentRemoved(_), Some(agent)) => {
+                if let Some(target) = self.targets.get(&agent.id) {
+                    let tier = self.tier(&agent.id);
+                    for sink in &mut self.sinks {
+                        sink.on_agent(target, false, tier);
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
     /// Decides on a batch of findings (any agents) at time `now_ns`; returns the responses.
     pub fn on_findings(&mut self, findings: &[Finding], now_ns: u64) -> Vec<Response> {
+        for sink in &mut self.sinks {
+            sink.on_findings(findings);
+        }
         let mut by_agent: Vec<(Arc<str>, Vec<Finding>)> = Vec::new();
         for f in findings {
             match by_agent.iter_mut().find(|(a, _)| *a == f.agent_id) {

@@ -2,6 +2,7 @@
 //! idempotent and undoable), SOC tickets, the audit log and the release state.
 
 pub mod actuator;
+pub mod approve;
 pub mod audit;
 pub mod contain;
 pub mod engine;

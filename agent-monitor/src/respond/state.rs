@@ -65,6 +65,15 @@ pub struct StateDir {
     root: PathBuf,
 }
 
+/// Holds [`StateDir::lock`]; unlocks when dropped.
+pub struct StateLock(std::fs::File);
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
@@ -72,6 +81,10 @@ pub fn now_rfc3339() -> String {
 impl StateDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     fn file(&self, kind: &str, agent: &str) -> Result<PathBuf, StateError> {
@@ -84,11 +97,7 @@ impl StateDir {
         Ok(self.root.join(kind).join(format!("{name}.json")))
     }
 
-    fn write<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), StateError> {
-        let io = |source| StateError::Io {
-            path: path.to_owned(),
-            source,
-        };
+    fn create_root(&self) -> Result<(), StateError> {
         if !self.root.exists() {
             use std::os::unix::fs::DirBuilderExt as _;
             // Approvals live here: only root may write them.
@@ -96,8 +105,40 @@ impl StateDir {
                 .recursive(true)
                 .mode(0o700)
                 .create(&self.root)
-                .map_err(io)?;
+                .map_err(|source| StateError::Io {
+                    path: self.root.clone(),
+                    source,
+                })?;
         }
+        Ok(())
+    }
+
+    /// Takes the directory's exclusive lock (`.lock`, a `flock`) until the guard is dropped:
+    /// approvals are read, counted and written by the CLI and the API, and two approvers at
+    /// the same moment must not lose one another's approval.
+    pub fn lock(&self) -> Result<StateLock, StateError> {
+        self.create_root()?;
+        let path = self.root.join(".lock");
+        let io = |source| StateError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        file.lock().map_err(io)?;
+        Ok(StateLock(file))
+    }
+
+    fn write<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), StateError> {
+        let io = |source| StateError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        self.create_root()?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
@@ -134,6 +175,13 @@ impl StateDir {
 
     pub fn agent(&self, agent: &str) -> Result<Option<AgentRecord>, StateError> {
         self.read(&self.file("agents", agent)?)
+    }
+
+    /// The approvals recorded so far for the agent's next release.
+    pub fn approvals(&self, agent: &str) -> Result<Approvals, StateError> {
+        Ok(self
+            .read(&self.file("approvals", agent)?)?
+            .unwrap_or_default())
     }
 
     /// Records one approval; returns every distinct approver so far.

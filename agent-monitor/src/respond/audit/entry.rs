@@ -38,6 +38,8 @@ pub enum Kind {
     Approval,
     /// An external anchor was recorded (e.g. the head of a previous log file).
     Anchor,
+    /// A caller of the control API was refused (not authenticated, or not authorised).
+    Refusal,
 }
 
 impl Kind {
@@ -51,11 +53,12 @@ impl Kind {
             Kind::Release => "release",
             Kind::Approval => "approval",
             Kind::Anchor => "anchor",
+            Kind::Refusal => "refusal",
         }
     }
 
     /// Every kind, for command-line parsing.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Startup,
         Kind::Shutdown,
         Kind::Decision,
@@ -63,6 +66,7 @@ impl Kind {
         Kind::Release,
         Kind::Approval,
         Kind::Anchor,
+        Kind::Refusal,
     ];
 }
 
