@@ -1,8 +1,9 @@
 //! Project tasks: `cargo xtask bench capture`, `cargo xtask bench pipeline`,
-//! `cargo xtask bench contain`.
+//! `cargo xtask bench contain`, `cargo xtask bench memory`.
 
 mod capture;
 mod contain;
+mod memory;
 mod pipeline;
 mod stats;
 
@@ -31,6 +32,8 @@ enum Bench {
     Pipeline(pipeline::Options),
     /// Offending syscall to containment in force, idle and under load.
     Contain(contain::Options),
+    /// Daemon memory with 1,000 and 10,000 monitored cgroups, and start-up to first event.
+    Memory(memory::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,6 +47,9 @@ fn main() -> anyhow::Result<()> {
         Task::Bench {
             which: Bench::Contain(opts),
         } => contain::run(&opts),
+        Task::Bench {
+            which: Bench::Memory(opts),
+        } => memory::run(&opts),
     }
 }
 
