@@ -133,7 +133,10 @@ fn measure(
             return Err(e);
         }
     };
+    // CPU while idle: rescans of the watched parent, counter snapshots of every agent.
+    let cpu_before = cpu_seconds(daemon.child.id())?;
     std::thread::sleep(Duration::from_secs(opts.settle_secs));
+    let idle_cpu = (cpu_seconds(daemon.child.id())? - cpu_before) / opts.settle_secs as f64;
     let idle = daemon.sample(memcg)?;
     eprintln!("{n} agents, {ring_buffer_mib} MiB ring buffer, idle: {idle}");
 
@@ -169,6 +172,7 @@ fn measure(
         "registered": registered,
         "seconds_to_announce_all": register_secs,
         "idle": idle,
+        "idle_cpu_fraction_of_one_core": idle_cpu,
         "after_activity": active,
         "activity": {"processes": n, "seconds": activity_secs, "output_lines": lines},
         "row7_target_rss_mib": target,
@@ -349,16 +353,6 @@ impl Daemon {
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         };
         let (maps, memlock) = bpf_maps_memlock(pid)?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        // utime and stime, fields 14 and 15, after the parenthesised command name.
-        let ticks: u64 = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().skip(11).take(2))
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t.parse::<u64>().ok())
-            .sum();
-        let hz = clock_ticks_per_second();
         Ok(json!({
             "vm_rss_kib": field("VmRSS"),
             "vm_hwm_kib": field("VmHWM"),
@@ -367,7 +361,7 @@ impl Daemon {
             "bpf_maps": maps,
             "bpf_maps_memlock_kib": memlock / 1024,
             "memory_cgroup": memcg.read()?,
-            "cpu_seconds_so_far": ticks as f64 / hz,
+            "cpu_seconds_so_far": cpu_seconds(pid)?,
         }))
     }
 
@@ -381,9 +375,18 @@ impl Daemon {
     }
 }
 
-/// /proc reports CPU time in USER_HZ, 100 on every Linux architecture this runs on.
-fn clock_ticks_per_second() -> f64 {
-    100.0
+/// User and system CPU time of a process so far, from /proc/<pid>/stat (fields 14 and 15, after
+/// the parenthesised command name), in USER_HZ: 100 on every Linux architecture this runs on.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().skip(11).take(2))
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.parse::<u64>().ok())
+        .sum();
+    Ok(ticks as f64 / 100.0)
 }
 
 /// The number of BPF maps a process holds and the sum of their `memlock` (the kernel's estimate
@@ -434,13 +437,13 @@ fn print_table(r: &Value) {
             .map_or_else(|| "-".to_owned(), |k| format!("{:.1}", k / 1024.0))
     };
     println!(
-        "| agents | ring buffer MiB | VmRSS MiB idle / active | VmHWM MiB | RssAnon MiB | RssFile MiB | BPF maps memlock MiB | memory cgroup MiB (peak) | target RSS MiB | start-up median ms |"
+        "| agents | ring buffer MiB | VmRSS MiB idle / active | VmHWM MiB | RssAnon MiB | RssFile MiB | BPF maps memlock MiB | memory cgroup MiB (peak) | target RSS MiB | idle CPU % | start-up median ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for run in r["runs"].as_array().into_iter().flatten() {
         let (i, a) = (&run["idle"], &run["after_activity"]);
         println!(
-            "| {} | {} | {} / {} | {} | {} | {} | {} | {} ({}) | {} | {:.0} |",
+            "| {} | {} | {} / {} | {} | {} | {} | {} | {} ({}) | {} | {:.1} | {:.0} |",
             run["agents"],
             run["ring_buffer_mib"],
             mib(&i["vm_rss_kib"]),
@@ -452,6 +455,10 @@ fn print_table(r: &Value) {
             mib(&a["memory_cgroup"]["current_kib"]),
             mib(&a["memory_cgroup"]["peak_kib"]),
             run["row7_target_rss_mib"],
+            run["idle_cpu_fraction_of_one_core"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+                * 100.0,
             run["startup"]["median_ms"].as_f64().unwrap_or(f64::NAN),
         );
     }
