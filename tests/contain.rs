@@ -135,6 +135,7 @@ fn load(pin: &PinDir, agent: &Path) -> (Kernel, Containment) {
     let (platform, _) = Platform::probe().unwrap();
     let opts = LoadOptions {
         max_agents: 16,
+        ring_buffer_bytes: agent_monitor_common::RING_BUF_BYTES,
         daemon_tgid: std::process::id(),
         pin_dir: Some(pin.0.clone()),
     };

@@ -25,7 +25,8 @@ pub struct SyscallRow(pub [u32; SYSCALL_BUCKETS as usize]);
 /// Default number of agent slots; the daemon may raise it at load time.
 pub const DEFAULT_MAX_AGENTS: u32 = 1024;
 
-/// Ring buffer size: large enough to absorb 5 ms of a 4 M events/s burst of small records.
+/// Default ring buffer size (the daemon may change it at load time, config `ring_buffer_mib`):
+/// about 45 times what 5 ms of a 4 M events/s burst of small records needs.
 pub const RING_BUF_BYTES: u32 = 64 << 20;
 
 /// Above this much unread data the kernel forces a consumer wakeup even for batched events.

@@ -17,6 +17,9 @@ pub struct Config {
     pub watch: Vec<PathBuf>,
     #[serde(default = "defaults::max_agents")]
     pub max_agents: u32,
+    /// Size of the event ring buffer in MiB (a power of two).
+    #[serde(default = "defaults::ring_buffer_mib")]
+    pub ring_buffer_mib: u32,
     #[serde(default = "defaults::yes")]
     pub syscall_stream: bool,
     #[serde(default = "defaults::poll_interval_ms")]
@@ -129,6 +132,9 @@ mod defaults {
     pub fn max_agents() -> u32 {
         agent_monitor_common::DEFAULT_MAX_AGENTS
     }
+    pub fn ring_buffer_mib() -> u32 {
+        agent_monitor_common::RING_BUF_BYTES >> 20
+    }
     pub fn yes() -> bool {
         true
     }
@@ -208,6 +214,12 @@ impl Config {
         if self.max_agents == 0 {
             return Err(invalid("max_agents".into(), "must be at least 1"));
         }
+        if !self.ring_buffer_mib.is_power_of_two() || self.ring_buffer_mib > 1024 {
+            return Err(invalid(
+                "ring_buffer_mib".into(),
+                "must be a power of two from 1 to 1024",
+            ));
+        }
         for (name, v) in [
             ("poll_interval_ms", self.poll_interval_ms),
             ("snapshot_interval_ms", self.snapshot_interval_ms),
@@ -271,6 +283,10 @@ mod tests {
     fn embedded_default_parses() {
         let c = Config::embedded();
         assert_eq!(c.max_agents, 1024);
+        assert_eq!(
+            c.ring_buffer_mib << 20,
+            agent_monitor_common::RING_BUF_BYTES
+        );
         assert_eq!(c.watch, vec![PathBuf::from("agent-monitor/agents")]);
         // The shipped file documents the defaults: it must say what the code assumes.
         assert_eq!(c.detection, Detection::default());
@@ -330,6 +346,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("agents[0].id"), "{err}");
+    }
+
+    #[test]
+    fn ring_buffer_size_must_be_a_power_of_two() {
+        for bad in [
+            "ring_buffer_mib: 0\n",
+            "ring_buffer_mib: 48\n",
+            "ring_buffer_mib: 2048\n",
+        ] {
+            let err = Config::parse(bad, Path::new("r.yaml")).unwrap_err();
+            assert!(err.to_string().contains("ring_buffer_mib"), "{bad}: {err}");
+        }
+        assert_eq!(
+            Config::parse("ring_buffer_mib: 4\n", Path::new("r.yaml"))
+                .unwrap()
+                .ring_buffer_mib,
+            4
+        );
     }
 
     #[test]

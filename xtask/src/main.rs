@@ -1,9 +1,11 @@
 //! Project tasks: `cargo xtask bench capture`, `cargo xtask bench pipeline`,
-//! `cargo xtask bench contain`, `cargo xtask bench drills`, `cargo xtask drills record`.
+//! `cargo xtask bench contain`, `cargo xtask bench drills`, `cargo xtask bench memory`,
+//! `cargo xtask drills record`.
 
 mod capture;
 mod contain;
 mod drills;
+mod memory;
 mod pipeline;
 mod stats;
 
@@ -45,6 +47,8 @@ enum Bench {
     Contain(contain::Options),
     /// The drill catalog live: time to detect and to contain per scenario.
     Drills(drills::BenchOptions),
+    /// Daemon memory with 1,000 and 10,000 monitored cgroups, and start-up to first event.
+    Memory(memory::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +68,9 @@ fn main() -> anyhow::Result<()> {
         Task::Drills {
             which: Drills::Record(opts),
         } => drills::record(&opts),
+        Task::Bench {
+            which: Bench::Memory(opts),
+        } => memory::run(&opts),
     }
 }
 

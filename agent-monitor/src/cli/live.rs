@@ -58,6 +58,7 @@ pub fn start(
     log::debug!("feature probe:\n{report}");
     let opts = LoadOptions {
         max_agents: config.max_agents,
+        ring_buffer_bytes: config.ring_buffer_mib << 20,
         daemon_tgid: std::process::id(),
         pin_dir: config.pin_dir.clone(),
     };
@@ -116,6 +117,7 @@ pub fn start(
     };
     let mut source = LiveSource::new(kernel, maps, registry, &live, initial)?;
     update_wake_kinds(&mut source, pipeline, config);
+    return_freed_heap();
     log::info!(
         "programs attached; {} agent cgroup(s) monitored; cgroup v2 at {}",
         source.registry().len(),
@@ -137,6 +139,16 @@ fn update_wake_kinds(source: &mut LiveSource, pipeline: &mut Pipeline, config: &
     match source.set_wake_kinds(&kinds) {
         Ok(()) => log::debug!("event kinds that wake the reader at once: {kinds:?}"),
         Err(e) => log::error!("{e:#}: urgent events wait for the next poll"),
+    }
+}
+
+/// Loading freed what it parsed (the kernel's BTF, the object file, the loader's tables), but
+/// the allocator keeps those pages (about 13 MiB here, PERF-ANCHORS row 7): give them back.
+fn return_freed_heap() {
+    // SAFETY: malloc_trim only returns free pages of the allocator's arenas to the kernel.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

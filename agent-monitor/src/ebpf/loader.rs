@@ -71,6 +71,8 @@ pub const LINKS_DIR: &str = "links";
 
 pub struct LoadOptions {
     pub max_agents: u32,
+    /// Size of the event ring buffer (a power of two, in bytes).
+    pub ring_buffer_bytes: u32,
     /// The daemon's own process id: the kernel never reports it.
     pub daemon_tgid: u32,
     /// bpffs directory where containment is pinned (None: nothing pinned, containment ends with
@@ -219,6 +221,7 @@ impl Kernel {
             .map_max_entries("MONITORED", opts.max_agents)
             .map_max_entries("SYSCALL_COUNTS", opts.max_agents)
             .map_max_entries("LOST", opts.max_agents)
+            .map_max_entries("EVENTS", opts.ring_buffer_bytes)
             .load(OBJECT)
             .context("loading the kernel programs")?;
 

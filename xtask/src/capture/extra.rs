@@ -53,7 +53,14 @@ pub fn sustained(
 }
 
 /// Row 8: from launching the daemon to the first event of an already busy agent on its output.
-pub fn startup(bin: &Path, agents: &Path, monitored: &Path, reps: usize) -> anyhow::Result<Value> {
+/// `args` are added to the daemon's command line (e.g. a `--config`).
+pub fn startup(
+    bin: &Path,
+    agents: &Path,
+    monitored: &Path,
+    reps: usize,
+    args: &[&str],
+) -> anyhow::Result<Value> {
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", "1"])
         .arg(bin)
@@ -68,6 +75,7 @@ pub fn startup(bin: &Path, agents: &Path, monitored: &Path, reps: usize) -> anyh
             .arg(bin)
             .args(["run", "--watch"])
             .arg(agents)
+            .args(args)
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .spawn()?;

@@ -9,7 +9,7 @@
 
 mod bpftrace;
 pub mod daemon;
-mod extra;
+pub mod extra;
 
 use std::{
     path::{Path, PathBuf},
@@ -162,7 +162,7 @@ fn measure(opts: &Options, bin: &Path, work: &Path, cg: &Cgroups) -> anyhow::Res
         getppid_c,
     )?;
     eprintln!("sustained: {sustained}");
-    let startup = extra::startup(bin, &cg.agents, &cg.monitored, opts.startups)?;
+    let startup = extra::startup(bin, &cg.agents, &cg.monitored, opts.startups, &[])?;
     eprintln!("startup: {startup}");
     let flood = extra::flood(
         bin,
