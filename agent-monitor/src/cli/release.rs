@@ -78,6 +78,7 @@ pub fn run(args: &ReleaseArgs) -> anyhow::Result<ExitCode> {
         agent_id: args.agent.clone(),
         approvers: approvals.approvers.into_iter().collect(),
         requested: now_rfc3339(),
+        reasons: approvals.reason,
     };
     state.request_release(&request)?;
     let deadline = std::time::Instant::now() + args.wait;
