@@ -1,7 +1,9 @@
 //! Kernel containment tests (root, real programs, real cgroups, loopback only): deny-all gives
 //! the agent EPERM at its next connect and UDP send while other cgroups are untouched; release
-//! restores; the connect rate limit lets about N a second through; and a deny outlives a daemon
-//! killed with SIGKILL, is reported by the next daemon and can be released.
+//! restores; the connect rate limit lets about N a second through; a deny outlives a daemon
+//! killed with SIGKILL, is reported by the next daemon and can be released, from the pinned map
+//! and through `agent-monitor release` with two approvers (the SOC ticket of the containment
+//! gets the release); and the containment of a removed cgroup is dropped, with an audit record.
 
 mod common;
 
@@ -17,7 +19,10 @@ use std::{
 use agent_monitor::{
     cgroup,
     ebpf::{Kernel, LoadOptions, Platform},
-    respond::contain::{Action, Containment},
+    respond::{
+        contain::{Action, Containment},
+        webhook::verify,
+    },
 };
 use agent_monitor_common::AgentSlot;
 use common::*;
@@ -348,4 +353,222 @@ fn deny_outlives_a_killed_daemon_and_a_restart_reports_and_releases_it() {
         !pin.0.exists(),
         "an orderly exit with nothing contained leaves no pins"
     );
+}
+
+const TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// Audit keys and a webhook key in `dir/keys`; the YAML of a daemon that responds with the
+/// shipped rules, audits to `dir/audit.jsonl` and (with a URL) sends tickets there.
+fn responding_config(dir: &Path, watch: &Path, pin: &Path, soc: Option<&str>) -> String {
+    let keys = dir.join("keys");
+    if !keys.exists() {
+        let status = Command::new(BIN)
+            .args(["audit", "keygen", "--dir"])
+            .arg(&keys)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::write(keys.join("webhook.key"), WEBHOOK_KEY).unwrap();
+    }
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+    let mut config = format!(
+        "watch: [{}]\nrescan_interval_ms: 50\npin_dir: {}\nstate_dir: {}\n\
+         detection:\n  models_dir: {}\n  rules_dir: {}\n\
+         audit: {{path: {}, signing_key: {}, token_key: {}}}\n",
+        watch.display(),
+        pin.display(),
+        dir.join("state").display(),
+        dir.join("no-models").display(),
+        rules.display(),
+        dir.join("audit.jsonl").display(),
+        keys.join("audit-signing.key").display(),
+        keys.join("audit-token.key").display(),
+    );
+    if let Some(url) = soc {
+        config.push_str(&format!(
+            "webhook: {{url: '{url}', key_file: {}, outbox_dir: {}, retry_initial_ms: 100}}\n",
+            keys.join("webhook.key").display(),
+            dir.join("outbox").display()
+        ));
+    }
+    config
+}
+
+const WEBHOOK_KEY: &[u8] = b"test webhook key, at least 32 bytes long";
+
+fn audit_verifies(dir: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["audit", "verify"])
+        .arg(dir.join("audit.jsonl"))
+        .arg("--public-key")
+        .arg(dir.join("keys/audit-signing.pub"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(dir.join("audit.jsonl")).unwrap()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+#[test]
+fn a_rule_containment_outlives_sigkill_and_two_approvers_release_it_after_a_restart() {
+    let cgroups = TestCgroups::new("contain-release");
+    let agent = cgroups.dir("agents/fraud/fraud-7");
+    let pin = PinDir::new("release");
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = listener();
+    let (url, received) = soc_receiver();
+    let config = responding_config(tmp.path(), &cgroups.root.join("agents"), &pin.0, Some(&url));
+
+    let (mut first, _) = daemon(tmp.path(), "first", &config);
+    assert!(connect_ok(&agent, &addr), "connects before the offence");
+    let (_, code) = workload_in(&agent, &[format!("read:{TOKEN_PATH}")]);
+    assert_eq!(code, 0);
+    wait_for("the rule's containment", || !connect_ok(&agent, &addr));
+
+    signal(&first, nix::sys::signal::Signal::SIGKILL);
+    first.wait().unwrap();
+    assert!(
+        !connect_ok(&agent, &addr),
+        "the deny stays in force with the daemon killed"
+    );
+
+    let (mut second, log) = daemon(tmp.path(), "second", &config);
+    let lines = log_lines(&log);
+    assert!(
+        lines.iter().any(|l| l.contains("fraud-7 is contained")),
+        "the restarted daemon reports the containment: {lines:?}"
+    );
+    assert!(!connect_ok(&agent, &addr), "still denied after the restart");
+
+    let cfg = tmp.path().join("second.yaml");
+    let (ok, out) = release(&cfg, "fraud-7", "alice");
+    assert!(ok && out.contains("1 of 2"), "{out}");
+    assert!(!connect_ok(&agent, &addr), "one approver does not lift it");
+    let (ok, out) = release(&cfg, "fraud-7", "bob");
+    assert!(ok && out.contains("released by alice and bob"), "{out}");
+    assert!(
+        connect_ok(&agent, &addr),
+        "released, the agent connects again"
+    );
+
+    // The SOC got the containment ticket from the first daemon and, from the second, the
+    // release as a version of that same ticket.
+    let released = |body: &str| body.contains(r#""event":"released""#);
+    wait_for("the released ticket", || {
+        received.lock().unwrap().iter().any(|(.., b)| released(b))
+    });
+    let tickets = received.lock().unwrap().clone();
+    let mut ids = std::collections::BTreeSet::new();
+    for (ts, sig, _, body) in &tickets {
+        verify(body.as_bytes(), ts, sig, WEBHOOK_KEY).expect("signed");
+        let t: serde_json::Value = serde_json::from_str(body).unwrap();
+        ids.insert(t["ticket_id"].as_str().unwrap().to_owned());
+        assert_eq!(t["agent"]["id"], "fraud-7");
+    }
+    assert_eq!(ids.len(), 1, "one ticket across the restart: {ids:?}");
+    let (.., body) = tickets.iter().find(|(.., b)| released(b)).unwrap();
+    let t: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(t["status"], "released", "{t:#}");
+    assert_eq!(t["tier"], "contain");
+    assert_eq!(
+        t["release"]["approvers"],
+        serde_json::json!(["alice", "bob"])
+    );
+    assert!(
+        t["release"]["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "deny_all:undo" && a["ok"] == true),
+        "{t:#}"
+    );
+
+    signal(&second, nix::sys::signal::Signal::SIGTERM);
+    assert!(second.wait().unwrap().success());
+    assert!(!pin.0.exists(), "nothing contained: no pins left");
+    let audit = audit_verifies(tmp.path());
+    assert!(audit.contains(r#""kind":"release""#), "{audit}");
+}
+
+#[test]
+fn containments_of_removed_cgroups_are_dropped_with_an_audit_record() {
+    let cgroups = TestCgroups::new("contain-gone");
+    // Agent a is removed while the daemon runs; b (contained from outside the daemon) before an
+    // orderly exit; c while no daemon runs; d stays.
+    let a = cgroups.dir("agents/fraud/gone-1");
+    let [b, c, d] = ["other/b", "other/c", "other/d"].map(|p| cgroups.dir(p));
+    let [id_a, id_b, id_c, id_d] = [&a, &b, &c, &d].map(|p| cgroup::id_of(p).unwrap());
+    let pin = PinDir::new("gone");
+    let tmp = tempfile::tempdir().unwrap();
+    let addr = listener();
+    let config = responding_config(tmp.path(), &cgroups.root.join("agents"), &pin.0, None);
+
+    let (mut first, _) = daemon(tmp.path(), "first", &config);
+    let (_, code) = workload_in(&a, &[format!("read:{TOKEN_PATH}")]);
+    assert_eq!(code, 0);
+    let mut pinned = Containment::open_pinned(&pin.0).unwrap();
+    wait_for("the rule's containment", || {
+        pinned.policy(id_a).unwrap().is_some()
+    });
+    std::fs::remove_dir(&a).unwrap();
+    wait_for("the removed agent's entry dropped", || {
+        pinned.policy(id_a).unwrap().is_none()
+    });
+
+    pinned.deny_all(id_b, None).unwrap();
+    std::fs::remove_dir(&b).unwrap();
+    signal(&first, nix::sys::signal::Signal::SIGTERM);
+    assert!(first.wait().unwrap().success());
+    assert!(
+        !pin.0.exists(),
+        "an orderly exit drops the removed cgroup's entry and leaves nothing pinned"
+    );
+    drop(pinned);
+
+    let (mut second, _) = daemon(tmp.path(), "second", &config);
+    let mut pinned = Containment::open_pinned(&pin.0).unwrap();
+    pinned.deny_all(id_c, None).unwrap();
+    pinned.deny_all(id_d, None).unwrap();
+    signal(&second, nix::sys::signal::Signal::SIGKILL);
+    second.wait().unwrap();
+    std::fs::remove_dir(&c).unwrap();
+    let (mut third, log) = daemon(tmp.path(), "third", &config);
+    let ids: Vec<u64> = pinned.state().unwrap().iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, [id_d], "the start dropped c's entry and kept d's");
+    assert!(
+        log_lines(&log)
+            .iter()
+            .any(|l| l.contains(&format!("cgroup {id_c} no longer exists"))),
+        "{:?}",
+        log_lines(&log)
+    );
+    assert!(!connect_ok(&d, &addr), "d is still denied");
+    pinned.release(id_d).unwrap();
+    drop(pinned);
+    signal(&third, nix::sys::signal::Signal::SIGTERM);
+    assert!(third.wait().unwrap().success());
+    assert!(!pin.0.exists());
+
+    let audit = audit_verifies(tmp.path());
+    let gone = audit.matches(r#""reason":"cgroup_gone""#).count();
+    assert_eq!(gone, 3, "one audit record each for a, b and c: {audit}");
 }

@@ -9,59 +9,12 @@ use std::{
     net::TcpListener,
     path::Path,
     process::Command,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use agent_monitor::respond::webhook::{
-    HEADER_IDEMPOTENCY, HEADER_SIGNATURE, HEADER_TIMESTAMP, verify,
-};
+use agent_monitor::respond::webhook::verify;
 use common::*;
 use serde_json::Value;
-
-/// (timestamp, signature, idempotency key, body) of each request.
-type Received = Arc<Mutex<Vec<(String, String, String, String)>>>;
-
-/// A real HTTP server on loopback that records every request and answers 200.
-fn soc_receiver() -> (String, Received) {
-    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/tickets", server.server_addr());
-    let got = Received::default();
-    let sink = got.clone();
-    std::thread::spawn(move || {
-        for mut req in server.incoming_requests() {
-            let header = |name: &'static str| {
-                req.headers()
-                    .iter()
-                    .find(|h| h.field.equiv(name))
-                    .map(|h| h.value.to_string())
-                    .unwrap_or_default()
-            };
-            let (ts, sig, key) = (
-                header(HEADER_TIMESTAMP),
-                header(HEADER_SIGNATURE),
-                header(HEADER_IDEMPOTENCY),
-            );
-            let mut body = String::new();
-            let _ = std::io::Read::read_to_string(req.as_reader(), &mut body);
-            sink.lock().unwrap().push((ts, sig, key, body));
-            let _ = req.respond(tiny_http::Response::empty(200));
-        }
-    });
-    (url, got)
-}
-
-fn release(config: &Path, agent: &str, approver: &str) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(["release", agent, "--approver", approver, "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
 
 #[test]
 fn a_contain_rule_denies_the_next_connect_until_two_approvers_release() {
@@ -154,6 +107,45 @@ fn a_contain_rule_denies_the_next_connect_until_two_approvers_release() {
     assert!(ok && out.contains("released by alice and bob"), "{out}");
     let (_, code) = workload_in(&agent, std::slice::from_ref(&connect));
     assert_eq!(code, 0, "released, the agent connects again");
+
+    // The release reaches the SOC as a new version of the same ticket, signed, through the
+    // outbox: released, both approvers, each undo with its result.
+    let start = Instant::now();
+    let released = loop {
+        let got = received.lock().unwrap().clone();
+        if let Some(r) = got
+            .iter()
+            .find(|(.., b)| b.contains(r#""event":"released""#))
+        {
+            break r.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no release ticket"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (ts, sig, key, body) = &released;
+    verify(body.as_bytes(), ts, sig, hmac_key).expect("the release version is signed");
+    let t: Value = serde_json::from_str(body).unwrap();
+    assert!(
+        ids.contains(t["ticket_id"].as_str().unwrap()),
+        "same ticket: {t:#}"
+    );
+    assert_eq!(key, t["idempotency_key"].as_str().unwrap());
+    assert_eq!(t["status"], "released");
+    assert_eq!(t["release"]["tier"], "contain");
+    assert_eq!(
+        t["release"]["approvers"],
+        serde_json::json!(["alice", "bob"])
+    );
+    let undone = t["release"]["actions"].as_array().unwrap();
+    assert!(
+        undone
+            .iter()
+            .any(|a| a["action"] == "deny_all:undo" && a["ok"] == true),
+        "{t:#}"
+    );
 
     let lines = daemon.stop();
     let responses: Vec<_> = lines.iter().filter_map(|l| l.get("response")).collect();

@@ -99,6 +99,73 @@ pub fn remove_tree(dir: &Path) {
     let _ = fs::remove_dir(dir);
 }
 
+/// Whether a cgroup with this v2 id exists under the v2 mount `mount`. Asks the kernel for the
+/// cgroup by its id (`open_by_handle_at` with a kernfs handle: an 8-byte id; ESTALE when no
+/// such cgroup exists), and falls back to walking the hierarchy where file handles are not
+/// available (older kernels, no CAP_DAC_READ_SEARCH).
+pub fn exists(mount: &Path, id: u64) -> Result<bool, CgroupError> {
+    match exists_by_handle(mount, id) {
+        Ok(found) => Ok(found),
+        Err(e) => {
+            log::debug!("cgroup {id} by handle: {e}; walking {}", mount.display());
+            Ok(find_id(mount, id))
+        }
+    }
+}
+
+fn exists_by_handle(mount: &Path, id: u64) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd as _;
+
+    /// `struct file_handle` with the 8 bytes of a kernfs (cgroup) handle.
+    #[repr(C)]
+    struct KernfsHandle {
+        handle_bytes: u32,
+        handle_type: i32,
+        id: u64,
+    }
+    /// `FILEID_KERNFS`: the handle type cgroupfs gives out (`name_to_handle_at` on a cgroup).
+    const FILEID_KERNFS: i32 = 0xfe;
+
+    let dir = fs::File::open(mount)?;
+    let mut handle = KernfsHandle {
+        handle_bytes: 8,
+        handle_type: FILEID_KERNFS,
+        id,
+    };
+    // SAFETY: `handle` is a valid file_handle with `handle_bytes` bytes of payload after its
+    // header; the returned descriptor is closed below.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            dir.as_raw_fd(),
+            (&raw mut handle).cast(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: a descriptor this function owns.
+        unsafe { libc::close(fd) };
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ESTALE | libc::ENOENT) => Ok(false),
+        _ => Err(err),
+    }
+}
+
+/// Walks the hierarchy under `dir` for a cgroup directory whose inode number is `id`.
+fn find_id(dir: &Path, id: u64) -> bool {
+    if fs::metadata(dir).is_ok_and(|m| m.ino() == id) {
+        return true;
+    }
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .any(|e| find_id(&e.path(), id))
+    })
+}
+
 /// Makes `cmd` start inside the cgroup `dir`: the child moves itself in between fork and exec,
 /// so everything it does, its exec included, happens in that cgroup.
 pub fn spawn_in(
@@ -144,6 +211,17 @@ mod tests {
         let unified = "29 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
         assert_eq!(parse_v2_mount(unified), Some("/sys/fs/cgroup".into()));
         assert_eq!(parse_v2_mount("1 0 0:1 / / rw - ext4 /dev/vda rw\n"), None);
+    }
+
+    #[test]
+    fn the_walk_finds_a_directory_by_inode_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let deep = dir.path().join("a/b/c");
+        fs::create_dir_all(&deep).expect("mkdir");
+        let id = id_of(&deep).expect("id");
+        assert!(find_id(dir.path(), id));
+        fs::remove_dir(&deep).expect("rmdir");
+        assert!(!find_id(dir.path(), id));
     }
 
     #[test]

@@ -110,7 +110,8 @@ impl Pipeline {
             return Ok(());
         };
         for request in state.pending_releases() {
-            let actions = responder.release(&request.agent_id, &request.approvers);
+            let actions =
+                responder.release_with(&request.agent_id, &request.approvers, &request.reasons);
             if let Some(d) = &mut self.detection {
                 d.set_contained(&request.agent_id, false);
             }

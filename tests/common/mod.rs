@@ -10,7 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_monitor::cgroup;
+use std::sync::{Arc, Mutex};
+
+use agent_monitor::{
+    cgroup,
+    respond::webhook::{HEADER_IDEMPOTENCY, HEADER_SIGNATURE, HEADER_TIMESTAMP},
+};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_agent-monitor");
@@ -136,4 +141,48 @@ pub fn workload_in(cgroup: &Path, steps: &[String]) -> (u32, i32) {
 pub fn of_kind<'a>(events: &'a [Value], kind: &str) -> impl Iterator<Item = &'a Value> {
     let kind = kind.to_owned();
     events.iter().filter(move |e| e["kind"] == kind.as_str())
+}
+
+/// (timestamp, signature, idempotency key, body) of each request.
+pub type Received = Arc<Mutex<Vec<(String, String, String, String)>>>;
+
+/// A real HTTP server on loopback that records every request and answers 200.
+pub fn soc_receiver() -> (String, Received) {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/tickets", server.server_addr());
+    let got = Received::default();
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for mut req in server.incoming_requests() {
+            let header = |name: &'static str| {
+                req.headers()
+                    .iter()
+                    .find(|h| h.field.equiv(name))
+                    .map(|h| h.value.to_string())
+                    .unwrap_or_default()
+            };
+            let (ts, sig, key) = (
+                header(HEADER_TIMESTAMP),
+                header(HEADER_SIGNATURE),
+                header(HEADER_IDEMPOTENCY),
+            );
+            let mut body = String::new();
+            let _ = std::io::Read::read_to_string(req.as_reader(), &mut body);
+            sink.lock().unwrap().push((ts, sig, key, body));
+            let _ = req.respond(tiny_http::Response::empty(200));
+        }
+    });
+    (url, got)
+}
+
+pub fn release(config: &Path, agent: &str, approver: &str) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["release", agent, "--approver", approver, "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
 }

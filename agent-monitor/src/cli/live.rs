@@ -153,8 +153,12 @@ fn return_freed_heap() {
 }
 
 /// After the agents are announced: agents an earlier daemon contained (pinned DENY_ALL) are
-/// contained for this one too, so a release can lift it.
+/// contained for this one too, so a release can lift it. Containments of cgroups that no longer
+/// exist are dropped first (with an audit record).
 pub fn restore_containment(pipeline: &mut Pipeline, containment: Option<&SharedContainment>) {
+    if let Some(r) = pipeline.responder_mut() {
+        r.forget_gone(agent_monitor::clock::boot_ns());
+    }
     let Some(state) = containment.and_then(|c| c.lock().ok().and_then(|c| c.state().ok())) else {
         return;
     };
@@ -237,6 +241,10 @@ pub async fn run_until_stopped(
             _ = int.recv() => break,
             () = &mut deadline => break,
         }
+    }
+    // Nothing of a removed agent stays pinned after an orderly exit.
+    if let Some(r) = pipeline.responder_mut() {
+        r.forget_gone(agent_monitor::clock::boot_ns());
     }
     pipeline.flush()?;
     source.finish(&mut batch)?;

@@ -40,6 +40,13 @@ pub trait Actuator: Send {
     fn urgent(&self) -> bool {
         false
     }
+    /// Drops what this action keeps in force for cgroups that no longer exist (`exists` says
+    /// which do): a removed agent's entry in a pinned map would otherwise outlive it. Returns
+    /// each cgroup dropped with what was done. Called when an agent is removed, at start and at
+    /// exit.
+    fn forget_gone(&mut self, _exists: &dyn Fn(u64) -> bool) -> Vec<(u64, ActionOutcome)> {
+        Vec::new()
+    }
 }
 
 /// Dry-run wrapper: records every call and reports success without acting.

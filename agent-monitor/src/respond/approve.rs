@@ -102,6 +102,7 @@ pub fn approve(
             agent_id: agent.to_owned(),
             approvers: outcome.approvers.clone(),
             requested: now_rfc3339(),
+            reasons: approvals.reason,
         };
         state.request_release(&request)?;
         outcome.requested = Some(request);

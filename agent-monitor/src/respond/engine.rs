@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::{
     actuator::{ActionOutcome, Actuator, Target},
-    policy::{AgentState, Decision, PolicyConfig, decide},
+    policy::{AgentState, Decision, PolicyConfig, Reason, decide},
+    release::Release,
 };
 use crate::{
     detect::{Finding, Tier},
@@ -41,6 +42,11 @@ pub trait ResponseSink: Send {
     /// An agent was announced (`present`) or its cgroup went away, with the tier it is in; also
     /// called for a containment restored from before this start.
     fn on_agent(&mut self, _target: &Target, _present: bool, _tier: Option<Tier>) {}
+    /// A release with its whole context (tier lifted, reasons); by default the same as
+    /// [`ResponseSink::on_release`].
+    fn on_released(&mut self, release: &Release) -> anyhow::Result<()> {
+        self.on_release(&release.target, &release.approvers, &release.actions)
+    }
 }
 
 pub struct Responder {
@@ -52,6 +58,9 @@ pub struct Responder {
     sinks: Vec<Box<dyn ResponseSink>>,
     /// cgroup v2 mount, to turn announced cgroup paths into directories.
     cgroup_root: Option<PathBuf>,
+    /// Responses made outside a decision (a removed agent's cgroup), already given to the
+    /// sinks, returned by the next [`Responder::tick`] for the output.
+    pending: Vec<Response>,
 }
 
 impl Responder {
@@ -63,6 +72,7 @@ impl Responder {
             actuators: Vec::new(),
             sinks: Vec::new(),
             cgroup_root: None,
+            pending: Vec::new(),
         }
     }
 
@@ -128,7 +138,8 @@ impl Responder {
             .map(|(a, _)| &**a)
     }
 
-    /// Learns agents' cgroups from their announcements (and tells the sinks).
+    /// Learns agents' cgroups from their announcements (and tells the sinks); when an agent goes
+    /// away, drops what is in force for cgroups that no longer exist.
     pub fn on_event(&mut self, event: &Event) {
         match (&event.body, &event.agent) {
             (Body::AgentAdded(a), Some(agent)) => {
@@ -157,6 +168,9 @@ impl Responder {
                 }
             }
             _ => {}
+        }
+        if let Body::AgentRemoved(_) = &event.body {
+            self.forget_gone(event.ts_ns);
         }
     }
 
@@ -234,12 +248,87 @@ impl Responder {
                 }
             }
         }
+        out.append(&mut self.pending);
+        out
+    }
+
+    /// Drops what the actuators keep in force for cgroups that no longer exist (a contained
+    /// agent's cgroup removed: its pinned map entry would otherwise stay for ever). Each cgroup
+    /// dropped becomes a response (its tier to none, reason `cgroup_gone`) for the sinks (an
+    /// audit record) and for the next [`Responder::tick`]. When an agent is removed, at start
+    /// (before restoring) and at exit. A cgroup whose existence cannot be checked is kept.
+    pub fn forget_gone(&mut self, now_ns: u64) -> Vec<Response> {
+        let Some(root) = self.cgroup_root.clone() else {
+            return Vec::new();
+        };
+        let exists = |id: u64| crate::cgroup::exists(&root, id).unwrap_or(true);
+        let mut gone: Vec<(u64, Vec<ActionOutcome>)> = Vec::new();
+        for (_, actuator) in self.actuators.iter_mut().rev() {
+            for (cgroup_id, outcome) in actuator.forget_gone(&exists) {
+                match gone.iter_mut().find(|(c, _)| *c == cgroup_id) {
+                    Some((_, actions)) => actions.push(outcome),
+                    None => gone.push((cgroup_id, vec![outcome])),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (cgroup_id, actions) in gone {
+            let agent = self
+                .targets
+                .iter()
+                .find(|(_, t)| t.cgroup_id == cgroup_id)
+                .map(|(a, _)| a.clone());
+            let from = agent
+                .as_ref()
+                .and_then(|a| self.states.remove(a))
+                .and_then(|s| s.tier);
+            let target = agent
+                .and_then(|a| self.targets.get(&a).cloned())
+                .unwrap_or_else(|| Target {
+                    agent_id: format!("cgroup-{cgroup_id}"),
+                    class: "unknown".into(),
+                    cgroup_id,
+                    cgroup_path: None,
+                });
+            log::warn!(
+                "{}: cgroup {cgroup_id} no longer exists; its containment is dropped",
+                target.agent_id
+            );
+            let response = Response {
+                target,
+                decision: Decision {
+                    from,
+                    to: None,
+                    reason: Reason::CgroupGone,
+                    ts_ns: now_ns,
+                },
+                findings: vec![],
+                actions,
+            };
+            for sink in &mut self.sinks {
+                if let Err(e) = sink.on_response(&response) {
+                    log::error!("{}: dropped containment not recorded: {e:#}", sink.name());
+                }
+            }
+            self.pending.push(response.clone());
+            out.push(response);
+        }
         out
     }
 
     /// Undoes every action of the agent and forgets its tier. The approvals were checked by the
     /// caller (two distinct approvers for a containment).
     pub fn release(&mut self, agent_id: &str, approvers: &[String]) -> Vec<ActionOutcome> {
+        self.release_with(agent_id, approvers, &[])
+    }
+
+    /// [`Responder::release`] with the approvers' reasons, for the sinks (SOC ticket).
+    pub fn release_with(
+        &mut self,
+        agent_id: &str,
+        approvers: &[String],
+        reasons: &[String],
+    ) -> Vec<ActionOutcome> {
         let class = self
             .targets
             .get(agent_id)
@@ -249,12 +338,19 @@ impl Responder {
         let from = self.tier(agent_id);
         let actions = self.undo_between(None, from, &target);
         self.states.remove(agent_id);
+        let release = Release {
+            target,
+            tier: from,
+            approvers: approvers.to_vec(),
+            reasons: reasons.to_vec(),
+            actions,
+        };
         for sink in &mut self.sinks {
-            if let Err(e) = sink.on_release(&target, approvers, &actions) {
+            if let Err(e) = sink.on_released(&release) {
                 log::error!("{}: release of {agent_id} not recorded: {e:#}", sink.name());
             }
         }
-        actions
+        release.actions
     }
 
     fn target(&self, agent: &str, class: &str, findings: &[Finding]) -> Target {

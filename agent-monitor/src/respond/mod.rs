@@ -10,6 +10,7 @@ pub mod flight;
 pub mod host;
 pub mod network;
 pub mod policy;
+pub mod release;
 pub mod revoke;
 pub mod sinks;
 pub mod snapshot;

@@ -99,6 +99,37 @@ impl Actuator for Network {
         self.outcome("", result, undo)
     }
 
+    fn forget_gone(&mut self, exists: &dyn Fn(u64) -> bool) -> Vec<(u64, ActionOutcome)> {
+        self.applied.retain(|cgroup_id, _| exists(*cgroup_id));
+        let released = match self.containment.lock() {
+            Ok(mut c) => c.release_gone(exists).map_err(|e| e.to_string()),
+            Err(_) => Err("containment state poisoned".into()),
+        };
+        match released {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| {
+                    let detail = format!(
+                        "cgroup {} no longer exists: its containment entry was removed ({})",
+                        r.cgroup_id,
+                        serde_json::to_string(&r).unwrap_or_default()
+                    );
+                    let outcome = ActionOutcome {
+                        action: "release_gone".into(),
+                        ok: true,
+                        detail,
+                        undo: None,
+                    };
+                    (r.cgroup_id, outcome)
+                })
+                .collect(),
+            Err(e) => {
+                log::error!("containment entries of removed cgroups not dropped: {e}");
+                Vec::new()
+            }
+        }
+    }
+
     fn undo(&mut self, target: &Target) -> ActionOutcome {
         let done = self.applied.remove(&target.cgroup_id);
         let result = match self.containment.lock() {

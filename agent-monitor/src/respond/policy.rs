@@ -142,6 +142,8 @@ pub enum Reason {
     Escalation,
     /// A cooldown passed without findings.
     Cooldown,
+    /// The agent's cgroup no longer exists: what was in force for it is dropped.
+    CgroupGone,
 }
 
 fn step_up(tier: Tier) -> Tier {

@@ -5,7 +5,8 @@ use super::{
     actuator::{ActionOutcome, Target},
     audit::{AuditLog, Kind},
     engine::{Response, ResponseSink},
-    webhook::{ActionRecord, DeliveryHandle, TicketContext, Webhook},
+    release::Release,
+    webhook::{ActionRecord, AgentRef, DeliveryHandle, ReleaseRecord, TicketContext, Webhook},
 };
 
 /// Decisions, actions and releases as signed, chained audit entries.
@@ -55,11 +56,24 @@ impl ResponseSink for AuditSink {
         approvers: &[String],
         actions: &[ActionOutcome],
     ) -> anyhow::Result<()> {
+        self.on_released(&Release {
+            target: t.clone(),
+            tier: None,
+            approvers: approvers.to_vec(),
+            reasons: Vec::new(),
+            actions: actions.to_vec(),
+        })
+    }
+
+    /// The approvers' reasons are not logged here: they name the approver (`<name>: ...`);
+    /// each approval's reason is in its own `approval` entry, the name tokenised.
+    fn on_released(&mut self, r: &Release) -> anyhow::Result<()> {
+        let t = &r.target;
         // Approvers are people: their names are tokenised like agent ids.
-        let approvers: Vec<String> = approvers.iter().map(|a| self.0.token(a)).collect();
+        let approvers: Vec<String> = r.approvers.iter().map(|a| self.0.token(a)).collect();
         let data = self.tokenised(
             &t.agent_id,
-            serde_json::json!({ "approvers": approvers, "actions": actions }),
+            serde_json::json!({ "approvers": approvers, "tier": r.tier, "actions": r.actions }),
         )?;
         self.0
             .append(Kind::Release, Some(&t.agent_id), Some(&t.class), data)?;
@@ -95,16 +109,7 @@ impl ResponseSink for WebhookSink {
         let (Some(tier), false) = (r.decision.to, r.findings.is_empty()) else {
             return Ok(());
         };
-        let actions: Vec<ActionRecord> = r
-            .actions
-            .iter()
-            .map(|a| ActionRecord {
-                action: a.action.clone(),
-                ok: a.ok,
-                detail: a.detail.clone(),
-                undo: a.undo.clone(),
-            })
-            .collect();
+        let actions: Vec<ActionRecord> = r.actions.iter().map(action_record).collect();
         let context = TicketContext {
             rollback: vec![format!(
                 "agent-monitor release {} --approver <you>   # a containment needs a second, different approver",
@@ -116,7 +121,51 @@ impl ResponseSink for WebhookSink {
         Ok(())
     }
 
-    fn on_release(&mut self, _: &Target, _: &[String], _: &[ActionOutcome]) -> anyhow::Result<()> {
+    fn on_release(
+        &mut self,
+        target: &Target,
+        approvers: &[String],
+        actions: &[ActionOutcome],
+    ) -> anyhow::Result<()> {
+        self.on_released(&Release {
+            target: target.clone(),
+            tier: None,
+            approvers: approvers.to_vec(),
+            reasons: Vec::new(),
+            actions: actions.to_vec(),
+        })
+    }
+
+    /// The release updates the agent's ticket (the one that reported the containment): a
+    /// `released` version with the approvers and what each undo did.
+    fn on_released(&mut self, r: &Release) -> anyhow::Result<()> {
+        let record = ReleaseRecord {
+            at: super::state::now_rfc3339(),
+            tier: r.tier,
+            approvers: r.approvers.clone(),
+            reasons: r.reasons.clone(),
+            actions: r.actions.iter().map(action_record).collect(),
+        };
+        let agent = AgentRef {
+            id: r.target.agent_id.clone(),
+            class: r.target.class.clone(),
+        };
+        let t = self.webhook.release(agent, r.tier, record)?;
+        log::info!(
+            "webhook: release of {} is version {} of ticket {}",
+            r.target.agent_id,
+            t.version,
+            t.ticket_id
+        );
         Ok(())
+    }
+}
+
+fn action_record(a: &ActionOutcome) -> ActionRecord {
+    ActionRecord {
+        action: a.action.clone(),
+        ok: a.ok,
+        detail: a.detail.clone(),
+        undo: a.undo.clone(),
     }
 }

@@ -36,6 +36,9 @@ pub struct ReleaseRequest {
     pub agent_id: String,
     pub approvers: Vec<String>,
     pub requested: String,
+    /// The approvers' reasons (`<approver>: <reason>`), for the SOC ticket.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -302,6 +305,7 @@ mod tests {
             agent_id: "fraud-1".into(),
             approvers: vec!["alice".into(), "bob".into()],
             requested: now_rfc3339(),
+            reasons: vec![],
         };
         s.request_release(&req).expect("request");
         assert_eq!(s.pending_releases(), vec![req.clone()]);

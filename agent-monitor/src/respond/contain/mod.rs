@@ -166,6 +166,34 @@ impl Containment {
         )
     }
 
+    /// Releases the containment of every cgroup that no longer exists (`exists` says which
+    /// do) and drops its denial counters: a removed cgroup's entry would otherwise stay in the
+    /// pinned map, and keep its hooks pinned, for ever. Returns what was released.
+    pub fn release_gone(&mut self, exists: &dyn Fn(u64) -> bool) -> Result<Vec<ActionResult>> {
+        let gone: Vec<u64> = self
+            .state()?
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !exists(*id))
+            .collect();
+        let mut out = Vec::new();
+        for cgroup_id in gone {
+            let before = self.policy(cgroup_id)?;
+            out.push(self.set(Action::Release, cgroup_id, None, before, None)?);
+            match self.denials.remove(&cgroup_id) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(source) => {
+                    return Err(ContainError::Map {
+                        op: "remove denials",
+                        cgroup_id,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every containment in force.
     pub fn state(&self) -> Result<Vec<(u64, PolicyView)>> {
         let mut out = Vec::new();

@@ -3,11 +3,20 @@
 //! A ticket stays open while findings for its agent keep arriving within `window` of the
 //! previous one. Findings at the open tier or lower make an `updated` version; a higher tier
 //! makes an `escalated` version of the same ticket. Once the window has passed with no
-//! finding, the next finding opens a new ticket.
+//! finding, the next finding opens a new ticket. The latest ticket of an agent whose tier acts
+//! (rate-limit or containment) is kept past the window until it is released, so that the
+//! release updates the very ticket that reported the containment, hours later too.
+//!
+//! With a store directory every ticket's latest version is also kept on disk (one file per
+//! agent, written atomically), so a restarted daemon continues the same tickets.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
+
+use super::error::WebhookError;
 use super::ticket::{ActionRecord, Ticket, TicketContext, new_ticket_id};
 use crate::detect::{Finding, Tier};
 
@@ -16,10 +25,25 @@ struct Open {
     last_seen: SystemTime,
 }
 
+/// What the store keeps per agent.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    agent_id: String,
+    last_seen_unix_ms: u64,
+    ticket: Ticket,
+}
+
+/// Whether `now` is within `window` of `last_seen`.
+fn within(window: Duration, last_seen: SystemTime, now: SystemTime) -> bool {
+    now.duration_since(last_seen)
+        .map_or(true, |idle| idle <= window)
+}
+
 /// The open ticket of each agent.
 pub struct Grouper {
     window: Duration,
     open: HashMap<String, Open>,
+    store: Option<PathBuf>,
 }
 
 impl Grouper {
@@ -27,7 +51,51 @@ impl Grouper {
         Self {
             window,
             open: HashMap::new(),
+            store: None,
         }
+    }
+
+    /// A grouper that keeps its tickets in `dir` (created 0700) and starts from what is there.
+    /// A file that cannot be read is reported and skipped (that agent's next finding opens a
+    /// new ticket).
+    pub fn with_store(window: Duration, dir: &Path) -> Result<Self, WebhookError> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| WebhookError::io(dir, "create directory", e))?;
+        let mut open = HashMap::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| WebhookError::io(dir, "list", e))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let stored = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Stored>(&b).map_err(|e| e.to_string()));
+            match stored {
+                Ok(s) => {
+                    let last_seen = UNIX_EPOCH + Duration::from_millis(s.last_seen_unix_ms);
+                    open.insert(
+                        s.agent_id,
+                        Open {
+                            ticket: s.ticket,
+                            last_seen,
+                        },
+                    );
+                }
+                Err(e) => log::error!("webhook: ticket {} not restored: {e}", path.display()),
+            }
+        }
+        let mut grouper = Self {
+            window,
+            open,
+            store: Some(dir.to_owned()),
+        };
+        grouper.expire(SystemTime::now());
+        Ok(grouper)
     }
 
     /// The ticket version these findings make (all of agent `agent_id`, non-empty).
@@ -41,10 +109,15 @@ impl Grouper {
         now: SystemTime,
     ) -> Ticket {
         self.expire(now);
-        if let Some(open) = self.open.get_mut(agent_id) {
+        let window = self.window;
+        if let Some(open) = self.open.get_mut(agent_id)
+            && within(window, open.last_seen, now)
+        {
             open.ticket.update(findings, tier, actions, ctx, now);
             open.last_seen = now;
-            return open.ticket.clone();
+            let ticket = open.ticket.clone();
+            self.persist(agent_id);
+            return ticket;
         }
         let ticket = Ticket::open(new_ticket_id(now), findings, tier, actions, ctx, now);
         self.open.insert(
@@ -54,19 +127,37 @@ impl Grouper {
                 last_seen: now,
             },
         );
+        self.persist(agent_id);
         ticket
     }
 
-    /// Undo the last [`Grouper::add`] for `agent_id` when its version could not be written, so
-    /// that the next submit does not skip a version number. `before` is what `add` replaced.
+    /// Closes the agent's ticket as released and returns that last version; None when the
+    /// agent has no ticket.
+    pub fn release(
+        &mut self,
+        agent_id: &str,
+        release: super::ticket::ReleaseRecord,
+        now: SystemTime,
+    ) -> Option<Ticket> {
+        let mut open = self.open.remove(agent_id)?;
+        open.ticket.release(release, now);
+        self.forget(agent_id);
+        Some(open.ticket)
+    }
+
+    /// Undo the last [`Grouper::add`] or [`Grouper::release`] for `agent_id` when its version
+    /// could not be written, so that the next submit does not skip a version number. `before`
+    /// is what was replaced.
     pub fn restore(&mut self, agent_id: &str, before: Option<Ticket>, last_seen: SystemTime) {
         match before {
             Some(ticket) => {
                 self.open
                     .insert(agent_id.to_owned(), Open { ticket, last_seen });
+                self.persist(agent_id);
             }
             None => {
                 self.open.remove(agent_id);
+                self.forget(agent_id);
             }
         }
     }
@@ -78,18 +169,85 @@ impl Grouper {
             .map(|o| (o.ticket.clone(), o.last_seen))
     }
 
-    /// Close the tickets whose window has passed.
+    /// Close the tickets whose window has passed, except those whose tier acts: they wait for
+    /// their release.
     pub fn expire(&mut self, now: SystemTime) {
-        let window = self.window;
-        self.open.retain(|_, o| {
-            now.duration_since(o.last_seen)
-                .map_or(true, |idle| idle <= window)
-        });
+        let expired: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, o)| {
+                o.ticket.tier < Tier::RateLimit && !within(self.window, o.last_seen, now)
+            })
+            .map(|(a, _)| a.clone())
+            .collect();
+        for agent in expired {
+            self.open.remove(&agent);
+            self.forget(&agent);
+        }
     }
 
-    /// How many tickets are open.
+    /// How many tickets are kept: open for grouping, or waiting for their release.
     pub fn open_count(&self) -> usize {
         self.open.len()
+    }
+
+    /// The store file of an agent: its id made safe for a file name, and a hash of the id so
+    /// that two ids that read the same once made safe do not share a file.
+    fn path(&self, agent_id: &str) -> Option<PathBuf> {
+        use sha2::Digest as _;
+        let dir = self.store.as_ref()?;
+        let safe: String = agent_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(64)
+            .collect();
+        let hash = sha2::Sha256::digest(agent_id.as_bytes());
+        Some(dir.join(format!("{safe}-{}.json", hex::encode(&hash[..4]))))
+    }
+
+    fn persist(&self, agent_id: &str) {
+        let (Some(path), Some(open)) = (self.path(agent_id), self.open.get(agent_id)) else {
+            return;
+        };
+        let stored = Stored {
+            agent_id: agent_id.to_owned(),
+            last_seen_unix_ms: open
+                .last_seen
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            ticket: open.ticket.clone(),
+        };
+        let written = serde_json::to_vec(&stored)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                let (dir, name) = (path.parent(), path.file_name().and_then(|n| n.to_str()));
+                match (dir, name) {
+                    (Some(dir), Some(name)) => super::outbox::write_atomic(dir, name, &bytes)
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
+                    _ => Err("no file name".to_owned()),
+                }
+            });
+        if let Err(e) = written {
+            log::error!(
+                "webhook: ticket of {agent_id} not stored ({e}): a restart opens a new ticket"
+            );
+        }
+    }
+
+    fn forget(&self, agent_id: &str) {
+        if let Some(path) = self.path(agent_id)
+            && let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            log::error!("webhook: {}: {e}", path.display());
+        }
     }
 }
 

@@ -28,12 +28,18 @@ pub use sign::{
     verify_fresh,
 };
 pub use ticket::{
-    ActionRecord, Evidence, PodRef, SCHEMA, Ticket, TicketContext, TicketEvent, idempotency_key,
+    ActionRecord, AgentRef, Evidence, PodRef, ReleaseRecord, SCHEMA, Ticket, TicketContext,
+    TicketEvent, TicketStatus, idempotency_key,
 };
 
 use crate::detect::{Finding, Tier};
 use delivery::{Sender, Signal, Worker};
 use group::Grouper;
+use ticket::new_ticket_id;
+
+/// Subdirectory of the outbox directory keeping each agent's latest ticket (grouping across
+/// restarts, and the ticket a release closes).
+pub const TICKETS_DIR: &str = "tickets";
 
 /// How to reach the SOC and where to keep what is not delivered yet.
 #[derive(Clone, Debug)]
@@ -146,7 +152,7 @@ pub struct WebhookStats {
     pub retries: u64,
     /// Moved to `dead/` since start.
     pub dead: u64,
-    /// Tickets currently open for grouping.
+    /// Tickets kept: open for grouping, or waiting for their release.
     pub open_tickets: usize,
     /// The latest delivery error, cleared by the next success.
     pub last_error: Option<String>,
@@ -186,8 +192,10 @@ impl Webhook {
                 config.outbox_dir.display()
             );
         }
+        let grouper =
+            Grouper::with_store(config.group_window, &config.outbox_dir.join(TICKETS_DIR))?;
         Ok(Self {
-            grouper: Grouper::new(config.group_window),
+            grouper,
             config,
             key,
             outbox,
@@ -246,6 +254,58 @@ impl Webhook {
                 // Not on disk: forget this version so the next submit reuses its number.
                 let (t, seen) = before.map_or((None, now), |(t, s)| (Some(t), s));
                 self.grouper.restore(&agent, t, seen);
+                Err(e)
+            }
+        }
+    }
+
+    /// The agent's responses were lifted: its latest ticket gets a `released` version (a new
+    /// ticket is opened for it when it has none), written to the outbox like any version, and
+    /// is closed. `tier` is the tier lifted, when known. Durable when it returns `Ok`.
+    pub fn release(
+        &mut self,
+        agent: AgentRef,
+        tier: Option<Tier>,
+        release: ReleaseRecord,
+    ) -> Result<TicketRef, WebhookError> {
+        self.release_at(agent, tier, release, SystemTime::now())
+    }
+
+    /// [`Webhook::release`] at a given wall-clock time (tests).
+    pub fn release_at(
+        &mut self,
+        agent: AgentRef,
+        tier: Option<Tier>,
+        release: ReleaseRecord,
+        now: SystemTime,
+    ) -> Result<TicketRef, WebhookError> {
+        let before = self.grouper.snapshot(&agent.id);
+        let ticket = match self.grouper.release(&agent.id, release.clone(), now) {
+            Some(t) => t,
+            None => Ticket::for_release(
+                new_ticket_id(now),
+                agent.clone(),
+                tier.unwrap_or(Tier::Log),
+                release,
+                now,
+            ),
+        };
+        match self.write(&ticket, now) {
+            Ok(outbox_path) => {
+                self.signal.wake();
+                Ok(TicketRef {
+                    ticket_id: ticket.ticket_id,
+                    version: ticket.version,
+                    idempotency_key: ticket.idempotency_key,
+                    escalated: false,
+                    outbox_path,
+                })
+            }
+            Err(e) => {
+                // Not on disk: the ticket stays open for the next attempt.
+                if let Some((t, seen)) = before {
+                    self.grouper.restore(&agent.id, Some(t), seen);
+                }
                 Err(e)
             }
         }

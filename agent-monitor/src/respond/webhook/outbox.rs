@@ -238,7 +238,7 @@ fn sync_dir(dir: &Path) -> Result<(), WebhookError> {
 
 /// Write `bytes` to `dir/name` so that the file is either absent or complete, even across a
 /// crash: write a temporary file, fsync it, rename it into place, fsync the directory.
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, WebhookError> {
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, WebhookError> {
     let tmp = dir.join(format!("{TMP_PREFIX}{name}"));
     let target = dir.join(name);
     let written = OpenOptions::new()

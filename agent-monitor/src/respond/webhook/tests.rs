@@ -541,3 +541,133 @@ fn webhook_documented_example_is_a_valid_ticket() {
     let ours = serde_json::to_value(&t).expect("to value");
     assert_eq!(doc_value, ours);
 }
+
+#[test]
+fn webhook_release_closes_the_containment_ticket_across_a_restart() {
+    let server = ok_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let undo = "agent-monitor release fraud-3 --approver <you>".to_owned();
+    let deny = ActionRecord {
+        action: "deny_all".to_owned(),
+        ok: true,
+        detail: "connects refused".to_owned(),
+        undo: Some(undo.clone()),
+    };
+    let revoke_undo = "re-issue the agent's credentials".to_owned();
+    let revoke = ActionRecord {
+        action: "revoke_tokens".to_owned(),
+        ok: true,
+        detail: "1 token revoked".to_owned(),
+        undo: Some(revoke_undo.clone()),
+    };
+    let contained = {
+        let mut wh = Webhook::new(config(&server.url, dir.path())).expect("webhook");
+        let r = wh
+            .submit(
+                &[finding("fraud-3", "credential-read", 1)],
+                Tier::Contain,
+                &[deny, revoke],
+                TicketContext::default(),
+            )
+            .expect("submit");
+        let handle = wh.start_delivery().expect("start");
+        wait_until("delivery", || wh.stats().pending == 0);
+        handle.stop().expect("stop");
+        r
+    };
+    assert!(
+        dir.path()
+            .join("outbox")
+            .join(TICKETS_DIR)
+            .read_dir()
+            .expect("store")
+            .count()
+            == 1,
+        "the agent's ticket is kept on disk"
+    );
+
+    // The daemon restarts; the release updates the same ticket.
+    let mut wh = Webhook::new(config(&server.url, dir.path())).expect("webhook after restart");
+    assert_eq!(wh.stats().open_tickets, 1);
+    let release = ReleaseRecord {
+        at: "2026-11-22T02:00:00Z".to_owned(),
+        tier: Some(Tier::Contain),
+        approvers: vec!["alice".to_owned(), "bob".to_owned()],
+        reasons: vec!["alice: false positive".to_owned()],
+        actions: vec![ActionRecord {
+            action: "deny_all:undo".to_owned(),
+            ok: true,
+            detail: "deny lifted".to_owned(),
+            undo: None,
+        }],
+    };
+    let agent = AgentRef {
+        id: "fraud-3".to_owned(),
+        class: "fraud".to_owned(),
+    };
+    let r = wh
+        .release(agent, Some(Tier::Contain), release.clone())
+        .expect("release");
+    assert_eq!(
+        (r.ticket_id.as_str(), r.version),
+        (contained.ticket_id.as_str(), 2)
+    );
+    let handle = wh.start_delivery().expect("start");
+    wait_until("delivery", || wh.stats().pending == 0);
+
+    let kept = server.deduplicated();
+    let v2 = &kept[&idempotency_key(&contained.ticket_id, 2)];
+    assert_eq!(v2.schema, SCHEMA);
+    assert_eq!(
+        (v2.event, v2.status, v2.tier),
+        (TicketEvent::Released, TicketStatus::Released, Tier::Contain)
+    );
+    assert_eq!(v2.release.as_ref(), Some(&release));
+    assert_eq!(v2.actions.len(), 2, "what was done stays in the ticket");
+    assert_eq!(
+        v2.rollback,
+        vec![revoke_undo],
+        "the release command was carried out"
+    );
+    assert!(v2.summary.contains("Released") && v2.summary.contains("alice and bob"));
+    let v1 = &kept[&idempotency_key(&contained.ticket_id, 1)];
+    assert_eq!(
+        (v1.status, v1.rollback.contains(&undo)),
+        (TicketStatus::Open, true)
+    );
+
+    // Closed: the agent's next finding opens a new ticket, and nothing is kept for it until then.
+    assert_eq!(wh.stats().open_tickets, 0);
+    let next = wh
+        .submit(
+            &[finding("fraud-3", "shell-spawn", 9)],
+            Tier::Log,
+            &[],
+            TicketContext::default(),
+        )
+        .expect("submit");
+    assert_ne!(next.ticket_id, contained.ticket_id);
+    // A release of an agent without a ticket opens one, released at once.
+    let lone = wh
+        .release(
+            AgentRef {
+                id: "onboarding-1".to_owned(),
+                class: "onboarding".to_owned(),
+            },
+            Some(Tier::RateLimit),
+            release,
+        )
+        .expect("release");
+    assert_eq!(lone.version, 1);
+    wait_until("delivery", || wh.stats().pending == 0);
+    handle.stop().expect("stop");
+    let lone_ticket = &server.deduplicated()[&lone.idempotency_key];
+    assert_eq!(
+        (
+            lone_ticket.event,
+            lone_ticket.tier,
+            lone_ticket.agent.id.as_str()
+        ),
+        (TicketEvent::Released, Tier::RateLimit, "onboarding-1")
+    );
+}

@@ -1,8 +1,9 @@
-//! The SOC ticket, schema `agent-monitor.ticket/v1`: one JSON object per ticket version,
+//! The SOC ticket, schema `agent-monitor.ticket/v2`: one JSON object per ticket version,
 //! documented field by field in `docs/SOC-TICKETS.md`.
 //!
-//! Fields are only ever added to v1 (receivers must ignore unknown fields); a rename, a removal
-//! or a change of meaning makes v2.
+//! Fields are only ever added to v2 (receivers must ignore unknown fields); a rename, a removal
+//! or a change of meaning makes v3. v2 added the release of a ticket (`event: released`,
+//! `status`, `release`) to v1.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::detect::{Contribution, Finding, Source, Tier};
 
 /// The value of `schema` in every ticket.
-pub const SCHEMA: &str = "agent-monitor.ticket/v1";
+pub const SCHEMA: &str = "agent-monitor.ticket/v2";
 
 /// At most this many features, rule matches, recent summaries and actions are kept in a ticket,
 /// so that an agent firing for hours keeps a bounded ticket; the counts stay exact.
@@ -80,6 +81,36 @@ pub enum TicketEvent {
     Updated,
     /// More findings that raised the tier.
     Escalated,
+    /// The responses were lifted (`agent-monitor release`); the ticket is closed.
+    Released,
+}
+
+/// Whether the responses of a ticket are still in force.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TicketStatus {
+    /// The actions taken are in force (or nothing was done yet).
+    #[default]
+    Open,
+    /// Released: the actions were undone; later findings open a new ticket.
+    Released,
+}
+
+/// The release of a ticket: who approved it and what undoing the actions did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRecord {
+    /// When the daemon carried the release out (RFC 3339, UTC).
+    pub at: String,
+    /// The tier lifted, when the daemon knew it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    /// Everyone who approved (a containment needs two distinct approvers).
+    pub approvers: Vec<String>,
+    /// The reasons they gave, as `<approver>: <reason>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// Each undo, with its result, highest tier first.
+    pub actions: Vec<ActionRecord>,
 }
 
 /// A change of tier.
@@ -143,6 +174,9 @@ pub struct Ticket {
     /// `<ticket_id>:v<version>`: the same on every retry of this version.
     pub idempotency_key: String,
     pub event: TicketEvent,
+    /// `open` until the ticket is released.
+    #[serde(default)]
+    pub status: TicketStatus,
     /// This version raised the tier (`previous_tier` says from what).
     pub escalated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -163,6 +197,9 @@ pub struct Ticket {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<Evidence>,
     pub rollback: Vec<String>,
+    /// On the released version: approvers and what the undos did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseRecord>,
     pub findings: FindingsSummary,
     pub summary: String,
     /// The agent-monitor version that wrote the ticket.
@@ -214,6 +251,7 @@ impl Ticket {
             ticket_id,
             version: 1,
             event: TicketEvent::Created,
+            status: TicketStatus::Open,
             escalated: false,
             previous_tier: None,
             created_at: at.clone(),
@@ -235,6 +273,7 @@ impl Ticket {
             actions: Vec::new(),
             evidence: None,
             rollback: Vec::new(),
+            release: None,
             findings: FindingsSummary {
                 first_seen: at.clone(),
                 last_seen: at,
@@ -276,6 +315,70 @@ impl Ticket {
         self.escalated = escalated;
         self.absorb(findings, actions, ctx, now);
         escalated
+    }
+
+    /// The released version: the responses were lifted. The release commands leave `rollback`
+    /// (they were carried out); what cannot be undone (re-issuing revoked credentials) stays.
+    pub(crate) fn release(&mut self, release: ReleaseRecord, now: SystemTime) {
+        self.version = self.version.saturating_add(1);
+        self.idempotency_key = idempotency_key(&self.ticket_id, self.version);
+        self.updated_at = rfc3339(now);
+        self.event = TicketEvent::Released;
+        self.status = TicketStatus::Released;
+        self.escalated = false;
+        self.previous_tier = None;
+        self.rollback
+            .retain(|cmd| !cmd.starts_with("agent-monitor release "));
+        self.release = Some(release);
+        self.summary = self.compose_summary();
+    }
+
+    /// A ticket for a release of an agent no ticket was open for (the webhook was configured
+    /// after the containment, or its ticket store was lost): one released version.
+    pub(crate) fn for_release(
+        ticket_id: String,
+        agent: AgentRef,
+        tier: Tier,
+        release: ReleaseRecord,
+        now: SystemTime,
+    ) -> Self {
+        let at = rfc3339(now);
+        let mut ticket = Self {
+            schema: SCHEMA.to_owned(),
+            idempotency_key: idempotency_key(&ticket_id, 1),
+            ticket_id,
+            version: 1,
+            event: TicketEvent::Released,
+            status: TicketStatus::Released,
+            escalated: false,
+            previous_tier: None,
+            created_at: at.clone(),
+            updated_at: at.clone(),
+            agent,
+            pod: None,
+            node: None,
+            tier,
+            tier_history: vec![TierChange {
+                tier,
+                at: at.clone(),
+            }],
+            scores: Scores::default(),
+            top_features: Vec::new(),
+            rule_matches: Vec::new(),
+            actions: Vec::new(),
+            evidence: None,
+            rollback: Vec::new(),
+            release: Some(release),
+            findings: FindingsSummary {
+                first_seen: at.clone(),
+                last_seen: at,
+                ..FindingsSummary::default()
+            },
+            summary: String::new(),
+            monitor_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        ticket.summary = ticket.compose_summary();
+        ticket
     }
 
     fn absorb(
@@ -434,6 +537,27 @@ impl Ticket {
         }
         if let Some(ev) = &self.evidence {
             let _ = write!(s, " Evidence: {} ({}).", ev.path, ev.digest);
+        }
+        if let Some(r) = &self.release {
+            let undone: Vec<String> = r
+                .actions
+                .iter()
+                .map(|a| format!("{} {}", a.action, if a.ok { "ok" } else { "FAILED" }))
+                .collect();
+            let _ = write!(
+                s,
+                " Released at {} with the approval of {}; undone: {}.",
+                r.at,
+                r.approvers.join(" and "),
+                if undone.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    undone.join(", ")
+                }
+            );
+            if r.actions.iter().any(|a| !a.ok) {
+                s.push_str(" A failed undo needs a manual check.");
+            }
         }
         if !self.rollback.is_empty() {
             let _ = write!(s, " To roll back: {}.", self.rollback.join("; "));
