@@ -72,7 +72,8 @@ pub fn start(
                 },
             )),
         );
-        responder.add_actuator(
+        // DENY_ALL first: the network is cut before the snapshot collects evidence.
+        responder.add_actuator_first(
             Tier::Contain,
             Box::new(Network::new(shared, NetworkAction::DenyAll)),
         );

@@ -77,6 +77,14 @@ impl Responder {
         self.actuators.sort_by_key(|(t, _)| *t);
     }
 
+    /// Like [`Responder::add_actuator`], but runs before the actuators already added for the
+    /// same tier: the network is cut before slower actions (a forensic snapshot) of the tier.
+    pub fn add_actuator_first(&mut self, tier: Tier, actuator: Box<dyn Actuator>) {
+        let at = self.actuators.iter().position(|(t, _)| *t >= tier);
+        self.actuators
+            .insert(at.unwrap_or(self.actuators.len()), (tier, actuator));
+    }
+
     /// Marks the known agents of these cgroups as contained: a containment an earlier daemon
     /// left in force (pinned state). Returns the agents restored.
     pub fn restore_contained(&mut self, cgroups: &[u64], now_ns: u64) -> Vec<String> {
