@@ -15,6 +15,8 @@ BPF_LINKER_VERSION=0.13.0
 PACKAGES=(rustc-web cargo-web libstd-rust-web-dev-bpf llvm-22-dev bpftool rust-web-clippy
   rustfmt-web)
 $BUILD_ONLY || PACKAGES+=(python3-venv)
+# Tools the live drills' attacks use (pipe-to-shell downloads with curl, recon-shell runs ps).
+PACKAGES+=(curl procps)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup.sh: run as root (it installs Debian packages, and agent-monitor loads eBPF programs)" >&2

@@ -9,4 +9,6 @@ scripts/setup.sh
 # Debian's cargo-fmt/cargo-clippy by path: cargo prefers subcommands in ~/.cargo/bin (rustup's).
 /usr/bin/cargo-fmt fmt --all -- --check
 /usr/bin/cargo-clippy clippy --workspace --exclude agent-monitor-ebpf --all-targets -- -D warnings
+# The live drills (tests/drills.rs) run their agents from the release build, like real agents.
+cargo build --release -p agent-monitor
 cargo test --workspace --exclude agent-monitor-ebpf -- --test-threads=2

@@ -35,6 +35,23 @@ fn drill(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// The release build of the binary, which the live tests' agents run (scripts/test.sh builds
+/// it): debug-built agents make syscalls the shipped class models have not seen.
+fn release_bin() -> String {
+    let debug = Path::new(BIN);
+    let release = debug
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("release/agent-monitor");
+    assert!(
+        release.is_file(),
+        "{} is missing: cargo build --release -p agent-monitor (scripts/test.sh does)",
+        release.display()
+    );
+    release.display().to_string()
+}
+
 fn report(dir: &Path) -> Value {
     let text = std::fs::read_to_string(dir.join("report.json")).expect("report.json");
     serde_json::from_str(&text).expect("report is JSON")
@@ -139,7 +156,7 @@ fn a_broken_scenario_is_refused_with_file_line_and_field() {
     let (ok, text) = drill(&["check", "--dir", &tmp.path().display().to_string()]);
     assert!(!ok);
     assert!(
-        text.contains("port-scan.yaml:16: expect.min_tier: unknown tier \"ratelimit\""),
+        text.contains("port-scan.yaml:15: expect.min_tier: unknown tier \"ratelimit\""),
         "{text}"
     );
 }
@@ -155,9 +172,12 @@ fn the_catalog_checks_out() {
 fn a_live_subset_is_detected_contained_and_released() {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().display().to_string();
+    let agent = release_bin();
     let (ok, text) = drill(&[
         "run",
         "--live",
+        "--agent-bin",
+        &agent,
         "--out",
         &dir,
         "sa-token-read",
@@ -206,7 +226,8 @@ fn a_recorded_trace_replays_to_the_same_detection() {
     )
     .unwrap();
     let d = drills.display().to_string();
-    let (ok, text) = drill(&["record", "--dir", &d, "persist-cron"]);
+    let agent = release_bin();
+    let (ok, text) = drill(&["record", "--agent-bin", &agent, "--dir", &d, "persist-cron"]);
     assert!(ok, "{text}");
     let trace = drills.join("traces/persist-cron.amtrace");
     let size = std::fs::metadata(&trace).unwrap().len();

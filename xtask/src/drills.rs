@@ -20,22 +20,10 @@ pub struct BenchOptions {
     scenarios: Vec<String>,
 }
 
-fn build_debug(root: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
-    let status = Command::new("cargo")
-        .args(["build", "-p", "agent-monitor"])
-        .current_dir(root)
-        .status()?;
-    if !status.success() {
-        bail!("building agent-monitor failed");
-    }
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), Into::into);
-    Ok(target.join("debug/agent-monitor"))
-}
-
 pub fn record(opts: &RecordOptions) -> anyhow::Result<()> {
     let root = crate::workspace_root()?;
-    let bin = build_debug(&root)?;
+    // Agents are recorded as release builds, like the agents the class models learned.
+    let bin = crate::build_release(&root)?;
     let status = Command::new(&bin)
         .args(["drill", "record"])
         .args(&opts.scenarios)

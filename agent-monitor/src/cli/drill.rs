@@ -32,6 +32,10 @@ struct Common {
     /// Class models directory (default: the configuration's `detection.models_dir`).
     #[arg(long)]
     models: Option<PathBuf>,
+    /// The agent-monitor binary the agents run (live and record; default: this one). Use a
+    /// release build: debug-built agents make extra syscalls the class models have not seen.
+    #[arg(long)]
+    agent_bin: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand)]
@@ -101,6 +105,19 @@ impl Common {
             base_config: self.config.as_deref().map(absolute).transpose()?,
             rules_dir: config.detection.rules_dir.clone(),
             models_dir: config.detection.models_dir.clone(),
+            agent: match &self.agent_bin {
+                Some(p) => Some(absolute(p)?),
+                None => {
+                    if cfg!(debug_assertions) {
+                        log::warn!(
+                            "the agents run this debug build: the class models may see them as \
+                             anomalous (debug std checks every fd before closing it); pass \
+                             --agent-bin target/release/agent-monitor"
+                        );
+                    }
+                    None
+                }
+            },
         })
     }
 }

@@ -31,6 +31,18 @@ struct Observed {
     deny_ns: Option<u64>,
     /// Boot-time ns when a rate limit was first in the map.
     rate_ns: Option<u64>,
+    /// Boot-time ns when the cgroup was first seen frozen after the attack started.
+    frozen_ns: Option<u64>,
+}
+
+impl Observed {
+    /// When containment was first in force: the network refused or the agent frozen.
+    fn contained_ns(&self) -> Option<u64> {
+        match (self.deny_ns, self.frozen_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 pub fn run(
@@ -57,6 +69,18 @@ pub fn run(
     let mut attack_done: Option<Instant> = None;
     let mut benign_done: Option<Instant> = None;
     let limit = scenario.benign.duration + Duration::from_secs(20);
+    // When a containment that has not come is a miss: its deadline (or 5 s) after the attack.
+    let contain_deadline = attack_at.map(|at| {
+        at + scenario
+            .expect
+            .contain_within
+            .unwrap_or(Duration::from_secs(5))
+            + SETTLE_AFTER_ATTACK
+    });
+    let waits_for_anomaly = scenario
+        .expect
+        .by
+        .contains(&super::scenario::Detector::Anomaly);
     loop {
         let now = crate::clock::boot_ns();
         if let Ok(Some(p)) = containment.policy(stage.cgroup_id) {
@@ -66,6 +90,9 @@ pub fn run(
             if (p.connects_per_s.is_some() || p.bytes_per_s.is_some()) && seen.rate_ns.is_none() {
                 seen.rate_ns = Some(now);
             }
+        }
+        if seen.frozen_ns.is_none() && attack_started && stage.frozen() {
+            seen.frozen_ns = Some(now);
         }
         if !attack_started && attack_at.is_some_and(|at| started.elapsed() >= at) {
             stage.start_attack(scenario)?;
@@ -77,19 +104,16 @@ pub fn run(
         if benign_done.is_none() && Stage::done(&mut stage.benign) {
             benign_done = Some(Instant::now());
         }
-        let contained_long_enough = seen.deny_ns.is_some_and(|d| {
-            crate::clock::boot_ns().saturating_sub(d) >= SETTLE_CONTAINED.as_nanos() as u64
-        });
-        let waits_for_anomaly = scenario
-            .expect
-            .by
-            .contains(&super::scenario::Detector::Anomaly);
-        let finished = if scenario.is_attack() {
-            contained_long_enough
-                || (attack_done.is_some_and(|t| t.elapsed() >= SETTLE_AFTER_ATTACK)
-                    && (!waits_for_anomaly || benign_done.is_some()))
+        let settled = |t: Option<Instant>, d: Duration| t.is_some_and(|t| t.elapsed() >= d);
+        let finished = if !scenario.is_attack() {
+            settled(benign_done, SETTLE_AFTER_BENIGN)
+        } else if scenario.expects_containment() {
+            seen.deny_ns.is_some_and(|d| {
+                crate::clock::boot_ns().saturating_sub(d) >= SETTLE_CONTAINED.as_nanos() as u64
+            }) || contain_deadline.is_some_and(|d| started.elapsed() >= d)
         } else {
-            benign_done.is_some_and(|t| t.elapsed() >= SETTLE_AFTER_BENIGN)
+            settled(attack_done, SETTLE_AFTER_ATTACK)
+                && (!waits_for_anomaly || benign_done.is_some())
         };
         if finished || started.elapsed() > limit {
             break;
@@ -110,6 +134,8 @@ pub fn run(
     let mut frozen = None;
     let mut release_verified = None;
     if let Some(tier) = kernel_tier {
+        // The daemon records the decision once all of its actions ran (the snapshot last).
+        wait_for_record(&stage, &scenario.agent_id(), tier);
         // Containment holds: DENY_ALL in the map, and the agent cannot connect (or cannot run
         // at all: frozen).
         let is_frozen = stage.frozen();
@@ -161,14 +187,14 @@ pub fn run(
     };
     let lines = parse_lines(&text, &stage.output.display().to_string())?;
     let mut result = score(scenario, Mode::Live, &lines, &config.policy);
-    if let (Some(deny), Some((start, _))) = (
-        seen.deny_ns,
+    // Live, containment is timed as the harness saw it in the kernel, not as decided.
+    result.time_to_contain_ms = match (
+        seen.contained_ns(),
         super::outcome::Lines { lines: &lines }.attack_start(scenario),
     ) {
-        result.time_to_contain_ms = Some((deny as f64 - start as f64) / 1e6);
-    } else if seen.deny_ns.is_none() {
-        result.time_to_contain_ms = None;
-    }
+        (Some(c), Some((start, _))) => Some((c as f64 - start as f64) / 1e6),
+        _ => None,
+    };
     result.containment_held = held;
     result.frozen = frozen;
     result.release_verified = release_verified;
@@ -181,4 +207,21 @@ pub fn run(
     result.notes.extend(notes);
     result.finish(scenario);
     Ok(result)
+}
+
+/// Waits (up to 60 s) until the daemon's state directory records the agent at `tier`.
+fn wait_for_record(stage: &Stage, agent: &str, tier: Tier) {
+    let state = crate::respond::state::StateDir::new(stage.files.work_dir().join("state"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if state
+            .agent(agent)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.tier >= Some(tier))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

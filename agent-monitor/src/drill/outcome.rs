@@ -465,13 +465,21 @@ impl Actors {
         let mut attack = HashSet::new();
         if let Some(root) = root.filter(|r| *r != 0) {
             attack.insert(u64::from(root));
-            for l in lines {
-                if l["kind"] == "fork"
-                    && l["thread"] == false
-                    && l["pid"].as_u64().is_some_and(|p| attack.contains(&p))
-                    && let Some(child) = l["child"].as_i64().filter(|c| *c > 0)
-                {
-                    attack.insert(child as u64);
+            let forks: Vec<(u64, u64)> = lines
+                .iter()
+                .filter(|l| l["kind"] == "fork" && l["thread"] == false)
+                .filter_map(|l| Some((l["pid"].as_u64()?, l["child"].as_u64()?)))
+                .collect();
+            // Fork records of different CPUs arrive out of order: repeat until nothing is added.
+            loop {
+                let before = attack.len();
+                for (parent, child) in &forks {
+                    if attack.contains(parent) {
+                        attack.insert(*child);
+                    }
+                }
+                if attack.len() == before {
+                    break;
                 }
             }
         }

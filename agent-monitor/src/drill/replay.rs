@@ -57,12 +57,12 @@ pub fn dry_run_responder(config: &Config) -> Responder {
         Tier::RateLimit,
         Box::new(Recording::new(Planned("rate_limit"))),
     );
-    // The order live: the snapshot actuator is configured before the network ones are added.
+    // The order live: DENY_ALL first, then the snapshot.
+    r.add_actuator(Tier::Contain, Box::new(Recording::new(Planned("deny_all"))));
     r.add_actuator(
         Tier::Contain,
         Box::new(Recording::new(Planned("forensic_snapshot"))),
     );
-    r.add_actuator(Tier::Contain, Box::new(Recording::new(Planned("deny_all"))));
     r
 }
 

@@ -192,11 +192,18 @@ impl Scenario {
             let line = inner.location().map_or(1, |l| l.line());
             // serde_yaml appends its own position; the file:line prefix says it already.
             let message = inner.to_string();
-            let message = message
+            let mut message = message
                 .split(" at line ")
                 .next()
                 .unwrap_or(&message)
                 .to_owned();
+            // serde_yaml also starts with the path of the mapping; the field says it already.
+            if let Some((head, rest)) = message.split_once(": ")
+                && !head.contains(' ')
+                && field.starts_with(head)
+            {
+                message = rest.to_owned();
+            }
             ScenarioError::Invalid {
                 file: file.clone(),
                 line,

@@ -29,19 +29,24 @@ pub struct Programs {
     pub base_config: Option<PathBuf>,
     pub rules_dir: PathBuf,
     pub models_dir: PathBuf,
+    /// The program the agent processes run (`workload` steps); default: `bin`. Agents should
+    /// be release builds, like the agents the class models learned: in a debug build std checks
+    /// every file descriptor before closing it (an extra `fcntl`), which the sequence model sees.
+    pub agent: Option<PathBuf>,
 }
 
 impl Programs {
     /// The binary the agent processes run: the daemon's, unless it lives where the agent's
     /// private mounts would hide it, then a copy in `dir`.
     fn agent_bin(&self, dir: &Path) -> anyhow::Result<PathBuf> {
-        if AgentFiles::hidden().iter().any(|h| self.bin.starts_with(h)) {
+        let bin = self.agent.as_ref().unwrap_or(&self.bin);
+        if AgentFiles::hidden().iter().any(|h| bin.starts_with(h)) {
             let copy = dir.join("agent-monitor");
-            std::fs::copy(&self.bin, &copy)
-                .with_context(|| format!("copying {} for the agent", self.bin.display()))?;
+            std::fs::copy(bin, &copy)
+                .with_context(|| format!("copying {} for the agent", bin.display()))?;
             return Ok(copy);
         }
-        Ok(self.bin.clone())
+        Ok(bin.clone())
     }
 }
 
