@@ -67,6 +67,7 @@ pub fn decision(r: &Response) -> pb::Decision {
             Reason::Finding => "finding",
             Reason::Escalation => "escalation",
             Reason::Cooldown => "cooldown",
+            Reason::CgroupGone => "cgroup_gone",
         }
         .into(),
         findings: u32::try_from(r.findings.len()).unwrap_or(u32::MAX),
