@@ -2,7 +2,9 @@
 //! agent's feature window; every closed window is scored against its class baseline and learned
 //! from when healthy. Time is the events' own, so a replay finds exactly what the live run found.
 
-use std::{collections::HashSet, path::Path, sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
+
+use foldhash::HashSet;
 
 use super::{
     Contribution, Finding, Source,
@@ -55,8 +57,8 @@ impl Detection {
                 PathClassifier::new(config)?,
             ),
             baselines: Baselines::new(policy),
-            contained: HashSet::new(),
-            unidentified: HashSet::new(),
+            contained: HashSet::default(),
+            unidentified: HashSet::default(),
             closed: Vec::new(),
             now_ns: 0,
             stats: DetectionStats::default(),

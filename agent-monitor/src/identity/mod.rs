@@ -7,7 +7,9 @@
 
 mod registry;
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
+
+use foldhash::HashMap;
 
 pub use registry::{AgentRegistry, DiscoveredAgent, SlotTable};
 
