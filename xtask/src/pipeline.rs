@@ -2,8 +2,9 @@
 //! 10). A trace of the representative agents is recorded once, held in memory, and fed through
 //! `Pipeline::process` repeatedly (timestamps shifted per pass so windows keep moving forward),
 //! measuring this thread's CPU time: events per second per core, for decode + identity, + feature
-//! windows, + the shipped rules, + anomaly scoring with the shipped class models, and the
-//! per-event cost at 1 to 1,000 rules.
+//! windows, + the shipped rules, + anomaly scoring with the shipped class models (each stage's own
+//! ns per event is the difference to the one before), and the per-event cost at 1 to 1,000 rules
+//! with the ratio of 1,000 to 1.
 
 use std::{path::Path, process::Command};
 
@@ -30,9 +31,24 @@ pub struct Options {
     /// Events fed per measurement (the trace is replayed as often as needed).
     #[arg(long, default_value_t = 5_000_000)]
     events: u64,
-    /// Repetitions per measurement (median reported).
-    #[arg(long, default_value_t = 3)]
-    reps: usize,
+    /// Rounds; each round measures every configuration once, in turn, so that a slow spell of a
+    /// shared machine hits all of them alike (median over rounds reported).
+    #[arg(long, alias = "reps", default_value_t = 3)]
+    rounds: usize,
+    /// Measure only the configurations whose name contains one of these (comma-separated, for
+    /// example `rules,scoring`); the results file is then not written.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+/// The rule counts of the row-10 sweep.
+const RULE_COUNTS: [usize; 4] = [1, 10, 100, 1000];
+
+/// One measured configuration: a name and how to build its detection stage (`None`: decode and
+/// identity only).
+struct Setup<'a> {
+    name: String,
+    make: Box<dyn Fn() -> anyhow::Result<Option<Detection>> + 'a>,
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
@@ -51,7 +67,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let rules_dir = root.join("rules");
     let shipped_rules = || Ok(RuleSet::load_dir(&rules_dir)?);
 
-    // Detection holds state, so every repetition builds a fresh one. Classes without a model
+    // Detection holds state, so every measurement builds a fresh one. Classes without a model
     // stay learning (the first on-line fit would otherwise land inside the measurement).
     type Rules<'a> = Option<&'a dyn Fn() -> anyhow::Result<RuleSet>>;
     let fresh = |rules: Rules, with_models: bool| -> anyhow::Result<Detection> {
@@ -66,42 +82,106 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         }
         Ok(d)
     };
-    let measure = |make: &dyn Fn() -> anyhow::Result<Option<Detection>>| -> anyhow::Result<f64> {
-        let mut xs = Vec::new();
-        for _ in 0..opts.reps {
-            xs.push(events_per_cpu_second(&records, opts.events, make()?)?);
+    let mut setups: Vec<Setup> = vec![
+        Setup {
+            name: "decode_identity".into(),
+            make: Box::new(|| Ok(None)),
+        },
+        Setup {
+            name: "plus_feature_windows".into(),
+            make: Box::new(|| Ok(Some(fresh(None, false)?))),
+        },
+        Setup {
+            name: "plus_shipped_rules".into(),
+            make: Box::new(|| Ok(Some(fresh(Some(&shipped_rules), false)?))),
+        },
+        Setup {
+            name: "plus_anomaly_scoring".into(),
+            make: Box::new(|| Ok(Some(fresh(Some(&shipped_rules), true)?))),
+        },
+    ];
+    for n in RULE_COUNTS {
+        setups.push(Setup {
+            name: format!("synthetic_rules_{n}"),
+            make: Box::new(move || {
+                let load = || synthetic_rules(n);
+                Ok(Some(fresh(Some(&load), false)?))
+            }),
+        });
+    }
+    setups.retain(|s| opts.only.is_empty() || opts.only.iter().any(|o| s.name.contains(o)));
+
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
+    for round in 1..=opts.rounds {
+        for (setup, xs) in setups.iter().zip(&mut samples) {
+            let rate = events_per_cpu_second(&records, opts.events, (setup.make)()?)?;
+            eprintln!(
+                "round {round}: {:<24} {:>6.2} M events/CPU-s, {:>6.0} ns/event",
+                setup.name,
+                rate / 1e6,
+                1e9 / rate
+            );
+            xs.push(rate);
         }
-        Ok(median(xs))
-    };
-    let decode_only = measure(&|| Ok(None))?;
-    let features = measure(&|| Ok(Some(fresh(None, false)?)))?;
-    let rules = measure(&|| Ok(Some(fresh(Some(&shipped_rules), false)?)))?;
-    let scoring = measure(&|| Ok(Some(fresh(Some(&shipped_rules), true)?)))?;
+    }
+    let rates: std::collections::BTreeMap<&str, f64> = setups
+        .iter()
+        .zip(samples)
+        .map(|(s, xs)| (s.name.as_str(), median(xs)))
+        .collect();
+    let ns = |name: &str| rates.get(name).map(|r| 1e9 / r);
+    let stages = [
+        "decode_identity",
+        "plus_feature_windows",
+        "plus_shipped_rules",
+        "plus_anomaly_scoring",
+    ];
+    let mut per_second = serde_json::Map::new();
+    let mut per_event = serde_json::Map::new();
+    let mut added = serde_json::Map::new();
+    let mut before: Option<f64> = None;
+    for stage in stages {
+        let (Some(rate), Some(cost)) = (rates.get(stage), ns(stage)) else {
+            before = None;
+            continue;
+        };
+        per_second.insert(stage.into(), json!(rate));
+        per_event.insert(stage.into(), json!(cost));
+        let own = stage.trim_start_matches("plus_");
+        if let Some(b) = before.or((stage == "decode_identity").then_some(0.0)) {
+            added.insert(own.into(), json!(cost - b));
+        }
+        before = Some(cost);
+    }
     let mut scaling = serde_json::Map::new();
-    for n in [1usize, 10, 100, 1000] {
-        let load = || synthetic_rules(n);
-        let rate = measure(&|| Ok(Some(fresh(Some(&load), false)?)))?;
-        scaling.insert(
-            n.to_string(),
-            json!({"events_per_cpu_second": rate, "ns_per_event": 1e9 / rate}),
-        );
+    for n in RULE_COUNTS {
+        let name = format!("synthetic_rules_{n}");
+        if let (Some(rate), Some(cost)) = (rates.get(name.as_str()), ns(&name)) {
+            scaling.insert(
+                n.to_string(),
+                json!({"events_per_cpu_second": rate, "ns_per_event": cost}),
+            );
+        }
+    }
+    if let (Some(one), Some(thousand)) = (ns("synthetic_rules_1"), ns("synthetic_rules_1000")) {
+        scaling.insert("ratio_1000_to_1".into(), json!(thousand / one));
     }
     let report = json!({
-        "method": "trace of the representative agents held in memory, fed through Pipeline::process (no output sinks); this thread's CPU time; median of reps",
+        "method": "trace of the representative agents held in memory, fed through Pipeline::process (no output sinks); this thread's CPU time; every configuration measured once per round, in turn; median over rounds",
         "records_in_trace": records.len(),
         "events_per_measurement": opts.events,
-        "events_per_cpu_second": {
-            "decode_identity": decode_only,
-            "plus_feature_windows": features,
-            "plus_shipped_rules": rules,
-            "plus_anomaly_scoring": scoring,
-        },
+        "rounds": opts.rounds,
+        "events_per_cpu_second": per_second,
+        "ns_per_event": per_event,
+        "stage_ns_per_event": added,
         "rule_scaling": scaling,
     });
-    let out = root.join("bench/results/pipeline.json");
-    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
     println!("{}", serde_json::to_string_pretty(&report)?);
-    println!("written to {}", out.display());
+    if opts.only.is_empty() {
+        let out = root.join("bench/results/pipeline.json");
+        std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
+        println!("written to {}", out.display());
+    }
     Ok(())
 }
 

@@ -2,12 +2,9 @@
 //! agent's feature window; every closed window is scored against its class baseline and learned
 //! from when healthy. Time is the events' own, so a replay finds exactly what the live run found.
 
-use std::{
-    collections::{HashMap, HashSet},
-    path::Path,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
+
+use foldhash::HashSet;
 
 use super::Tier;
 use super::{
@@ -80,8 +77,8 @@ impl Detection {
                 PathClassifier::new(config)?,
             ),
             baselines: Baselines::new(policy),
-            contained: HashSet::new(),
-            unidentified: HashSet::new(),
+            contained: HashSet::default(),
+            unidentified: HashSet::default(),
             unidentified_since: HashMap::new(),
             unidentified_policy: UnidentifiedPolicy::default(),
             closed: Vec::new(),

@@ -8,8 +8,9 @@
 //! probe. The same hashes can be loaded into a kernel map ([`SequenceModel::known_hashes`]) so
 //! that known n-grams are filtered in the kernel and normal behaviour emits nothing.
 
-use std::collections::{HashMap, HashSet};
-
+// foldhash, not SipHash: these sets are probed several times per syscall id when a window is
+// scored. The serialised form (a sequence of entries) does not depend on the hasher.
+use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
 use serde::{Deserialize, Serialize};
 
 /// Largest supported n-gram length (the per-thread ring buffer is a fixed array).

@@ -8,7 +8,9 @@
 pub mod kubepods;
 mod registry;
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
+
+use foldhash::HashMap;
 
 pub use kubepods::{PodLookup, PodResolution};
 pub use registry::{AgentRegistry, DiscoveredAgent, PendingOutcome, SlotTable};

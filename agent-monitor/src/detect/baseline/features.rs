@@ -113,7 +113,10 @@ impl FeatureSchema {
             l(s.binds),
             l(s.udp_sends),
             len(s.destinations.len()),
-            l(count_new(&known.destinations, &s.destinations)),
+            l(count_new(
+                &known.destinations,
+                s.destinations.iter().map(ToString::to_string),
+            )),
             l(s.bytes_out),
             l(s.bytes_in),
             l(s.dns_queries),

@@ -29,7 +29,10 @@ impl ClassKnowledge {
     /// `unix_s`: wall-clock seconds at the window's end, when known.
     pub fn learn(&mut self, window: &Window, unix_s: Option<u64>) {
         let s = &window.stats;
-        extend_capped(&mut self.destinations, &s.destinations);
+        extend_capped(
+            &mut self.destinations,
+            s.destinations.iter().map(ToString::to_string),
+        );
         extend_capped(&mut self.dns_names, &s.dns_names);
         extend_capped(&mut self.binaries, &s.binaries);
         if let Some(t) = unix_s {
@@ -64,18 +67,24 @@ fn hour_of(unix_s: u64) -> usize {
     ((unix_s / 3600) % 24) as usize
 }
 
-fn extend_capped<'a>(known: &mut BTreeSet<String>, seen: impl IntoIterator<Item = &'a String>) {
+fn extend_capped<S: AsRef<str>>(known: &mut BTreeSet<String>, seen: impl IntoIterator<Item = S>) {
     for v in seen {
         if known.len() >= MAX_KNOWN {
             return;
         }
+        let v = v.as_ref();
         if !known.contains(v) {
-            known.insert(v.clone());
+            known.insert(v.to_owned());
         }
     }
 }
 
 /// How many of `seen` the class has never shown.
-pub fn count_new<'a>(known: &BTreeSet<String>, seen: impl IntoIterator<Item = &'a String>) -> u64 {
-    seen.into_iter().filter(|v| !known.contains(*v)).count() as u64
+pub fn count_new<S: AsRef<str>>(
+    known: &BTreeSet<String>,
+    seen: impl IntoIterator<Item = S>,
+) -> u64 {
+    seen.into_iter()
+        .filter(|v| !known.contains(v.as_ref()))
+        .count() as u64
 }

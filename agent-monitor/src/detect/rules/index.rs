@@ -4,8 +4,9 @@
 //! field. Only the rules the anchors select, plus the rules without one, are evaluated, so the
 //! cost per event stays flat as the rule count grows.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
+use foldhash::HashMap;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::{
@@ -216,7 +217,7 @@ fn add_anchors(pending: &mut Vec<PendingAnchor>, tests: &[&Test], rule: u32) -> 
                     field: t.field,
                     globs: GlobSetBuilder::new(),
                     glob_rules: Vec::new(),
-                    ints: HashMap::new(),
+                    ints: HashMap::default(),
                 });
                 pending.len() - 1
             }

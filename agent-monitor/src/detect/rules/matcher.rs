@@ -1,8 +1,9 @@
 //! Compiled field tests: operand values parsed and typed once, so that matching an event does
 //! no parsing and no allocation.
 
-use std::{collections::HashSet, net::IpAddr};
+use std::net::IpAddr;
 
+use foldhash::HashSet;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::{

@@ -3,9 +3,11 @@
 //! entries and an agent's windows go when the agent does: memory is bounded by live agents.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap as StdHashMap, VecDeque},
     sync::Arc,
 };
+
+use foldhash::HashMap;
 
 use super::rule::RateSpec;
 
@@ -80,7 +82,7 @@ impl Rates {
     }
 
     /// Keeps the windows of rules that survive a reload, renumbered; drops the others.
-    pub fn remap(&mut self, old_to_new: &HashMap<u32, u32>) {
+    pub fn remap(&mut self, old_to_new: &StdHashMap<u32, u32>) {
         for windows in self.agents.values_mut() {
             *windows = std::mem::take(windows)
                 .into_iter()

@@ -1,7 +1,6 @@
 //! The configured path classes: sensitive paths and shells or interpreters.
 
-use std::collections::HashSet;
-
+use foldhash::HashSet;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use super::Classifier;

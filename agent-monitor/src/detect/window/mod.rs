@@ -4,10 +4,12 @@
 mod classify;
 mod stats;
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use foldhash::{HashMap, HashSet};
 
 pub use classify::PathClassifier;
-pub use stats::{Classifier, MAX_DISTINCT, MAX_SEQUENCE, WindowStats, parent_dir};
+pub use stats::{Classifier, Destination, MAX_DISTINCT, MAX_SEQUENCE, WindowStats, parent_dir};
 
 use crate::event::{AgentRef, Body, Event};
 
@@ -54,7 +56,7 @@ pub struct Windower<C> {
     grace_ns: u64,
     open: HashMap<u64, Window>,
     /// Cgroups that already had a window.
-    seen: std::collections::HashSet<u64>,
+    seen: HashSet<u64>,
     classifier: C,
     /// Unix time minus boot time, in ns: live from the clocks, in replay from the trace header.
     wall_offset_ns: Option<i128>,
@@ -67,8 +69,8 @@ impl<C: Classifier> Windower<C> {
         Self {
             length_ns: (length.as_nanos() as u64).max(1),
             grace_ns: grace.as_nanos() as u64,
-            open: HashMap::new(),
-            seen: std::collections::HashSet::new(),
+            open: HashMap::default(),
+            seen: HashSet::default(),
             classifier,
             wall_offset_ns: None,
             wall_anchor_ns: None,
@@ -85,22 +87,6 @@ impl<C: Classifier> Windower<C> {
         self.wall_offset_ns = Some(offset_ns);
     }
 
-    fn new_window(&self, agent: &AgentRef, cgroup_id: u64, start_ns: u64) -> Window {
-        let end_ns = start_ns + self.length_ns;
-        Window {
-            agent: agent.clone(),
-            cgroup_id,
-            start_ns,
-            end_ns,
-            unix_end_s: self
-                .wall_offset_ns
-                .and_then(|o| u64::try_from((i128::from(end_ns) + o) / 1_000_000_000).ok()),
-            first: !self.seen.contains(&cgroup_id),
-            partial: false,
-            stats: WindowStats::default(),
-        }
-    }
-
     pub fn length_ns(&self) -> u64 {
         self.length_ns
     }
@@ -113,17 +99,32 @@ impl<C: Classifier> Windower<C> {
         }
         let Some(agent) = &event.agent else { return };
         let start = event.ts_ns - event.ts_ns % self.length_ns;
-        let fresh = self.new_window(agent, event.cgroup_id, start);
-        self.seen.insert(event.cgroup_id);
-        let window = self
-            .open
-            .entry(event.cgroup_id)
-            .or_insert_with(|| fresh.clone());
-        if start > window.start_ns {
-            let mut next = fresh;
-            next.first = false;
-            out.push(std::mem::replace(window, next));
-        }
+        // A new window is built only when one starts: most events land in the open one.
+        let new_window = |first: bool| Window {
+            agent: agent.clone(),
+            cgroup_id: event.cgroup_id,
+            start_ns: start,
+            end_ns: start + self.length_ns,
+            unix_end_s: self.wall_offset_ns.and_then(|o| {
+                u64::try_from((i128::from(start + self.length_ns) + o) / 1_000_000_000).ok()
+            }),
+            first,
+            partial: false,
+            stats: WindowStats::default(),
+        };
+        let window = match self.open.entry(event.cgroup_id) {
+            Entry::Occupied(open) => {
+                let window = open.into_mut();
+                if start > window.start_ns {
+                    out.push(std::mem::replace(window, new_window(false)));
+                }
+                window
+            }
+            Entry::Vacant(slot) => {
+                let first = self.seen.insert(event.cgroup_id);
+                slot.insert(new_window(first))
+            }
+        };
         // A record stamped before the open window (a late snapshot) counts in the open one.
         window.stats.add(event, &self.classifier);
         if matches!(event.body, Body::AgentRemoved(_)) {

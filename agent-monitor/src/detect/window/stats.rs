@@ -1,8 +1,18 @@
 //! What one agent did during one window: counts and the sets behind "distinct" and "new for the
 //! class" features. Sets are capped so that a flood cannot grow memory without bound; a capped set
 //! still counts as "at least this many", which is what an anomaly model needs.
+//!
+//! This fold runs for every event, so it allocates only for a value the window has not seen yet
+//! (a repeated path or binary is a hash probe), keeps peers as addresses rather than text, and
+//! hashes with foldhash rather than SipHash.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+};
+
+use foldhash::{HashMap, HashSet};
 
 use crate::event::{Body, Event, SockBody};
 
@@ -36,15 +46,17 @@ pub struct WindowStats {
     /// unlink, rename, chmod, chown.
     pub file_mutations: u64,
     pub sensitive_hits: u64,
-    pub paths: HashSet<String>,
+    /// Distinct paths, each with whether it matched a sensitive pattern (so a repeated path is
+    /// classified once per window).
+    pub paths: HashMap<String, bool>,
     pub dirs: HashSet<String>,
     pub connects: u64,
     pub connect_failures: u64,
     pub accepts: u64,
     pub binds: u64,
     pub udp_sends: u64,
-    /// Peers of connects and UDP sends, as `addr:port`.
-    pub destinations: HashSet<String>,
+    /// Peers of connects and UDP sends (shown as `addr:port`).
+    pub destinations: HashSet<Destination>,
     pub bytes_out: u64,
     pub bytes_in: u64,
     pub dns_queries: u64,
@@ -97,11 +109,11 @@ impl WindowStats {
                 if s.ret < 0 {
                     self.connect_failures += 1;
                 }
-                insert_capped(&mut self.destinations, || destination(s));
+                insert_peer(&mut self.destinations, s);
             }
             Body::UdpSend(s) => {
                 self.udp_sends += 1;
-                insert_capped(&mut self.destinations, || destination(s));
+                insert_peer(&mut self.destinations, s);
             }
             Body::Accept(_) => self.accepts += 1,
             Body::Bind(_) => self.binds += 1,
@@ -115,14 +127,18 @@ impl WindowStats {
             }
             Body::DnsQuery { name, .. } => {
                 self.dns_queries += 1;
-                insert_capped(&mut self.dns_names, || name.to_ascii_lowercase());
+                if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                    insert_capped(&mut self.dns_names, &name.to_ascii_lowercase());
+                } else {
+                    insert_capped(&mut self.dns_names, name);
+                }
             }
             Body::Exec { filename, .. } => {
                 self.execs += 1;
                 if classify.is_shell_or_interpreter(filename) {
                     self.shells += 1;
                 }
-                insert_capped(&mut self.binaries, || filename.clone());
+                insert_capped(&mut self.binaries, filename);
             }
             Body::Fork { .. } => self.forks += 1,
             Body::Exit { code } => {
@@ -139,11 +155,21 @@ impl WindowStats {
         if ret < 0 {
             self.file_failures += 1;
         }
-        if classify.is_sensitive_path(path) {
+        // A path seen before in this window was classified then, and its directory counted.
+        let sensitive = match self.paths.get(path) {
+            Some(&sensitive) => sensitive,
+            None => {
+                let sensitive = classify.is_sensitive_path(path);
+                insert_capped(&mut self.dirs, parent_dir(path));
+                if self.paths.len() < MAX_DISTINCT {
+                    self.paths.insert(path.to_owned(), sensitive);
+                }
+                sensitive
+            }
+        };
+        if sensitive {
             self.sensitive_hits += 1;
         }
-        insert_capped(&mut self.dirs, || parent_dir(path).to_owned());
-        insert_capped(&mut self.paths, || path.to_owned());
     }
 
     pub fn syscall_total(&self) -> u64 {
@@ -155,16 +181,36 @@ impl WindowStats {
     }
 }
 
-fn insert_capped(set: &mut HashSet<String>, value: impl FnOnce() -> String) {
-    if set.len() < MAX_DISTINCT {
-        set.insert(value());
+/// Copies `value` only when the set does not hold it yet.
+fn insert_capped(set: &mut HashSet<String>, value: &str) {
+    if set.len() < MAX_DISTINCT && !set.contains(value) {
+        set.insert(value.to_owned());
     }
 }
 
-fn destination(s: &SockBody) -> String {
-    match s.peer.addr {
-        Some(addr) => std::net::SocketAddr::new(addr, s.peer.port).to_string(),
-        None => format!("?:{}", s.peer.port),
+fn insert_peer(set: &mut HashSet<Destination>, s: &SockBody) {
+    if set.len() < MAX_DISTINCT {
+        set.insert(Destination {
+            addr: s.peer.addr,
+            port: s.peer.port,
+        });
+    }
+}
+
+/// A peer of a connect or UDP send. Displayed as `addr:port` (`[v6]:port`), or `?:port` without
+/// an address: the text class knowledge stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Destination {
+    pub addr: Option<IpAddr>,
+    pub port: u16,
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.addr {
+            Some(addr) => SocketAddr::new(addr, self.port).fmt(f),
+            None => write!(f, "?:{}", self.port),
+        }
     }
 }
 
@@ -180,6 +226,20 @@ pub fn parent_dir(path: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn destinations_show_as_before() {
+        let show = |addr: Option<&str>, port| {
+            Destination {
+                addr: addr.map(|a| a.parse().expect("address")),
+                port,
+            }
+            .to_string()
+        };
+        assert_eq!(show(Some("127.0.0.1"), 8080), "127.0.0.1:8080");
+        assert_eq!(show(Some("::1"), 443), "[::1]:443");
+        assert_eq!(show(None, 53), "?:53");
+    }
 
     #[test]
     fn parent_dirs() {
