@@ -75,7 +75,10 @@ impl KubeApi {
                 get(get_policy).delete(delete_policy),
             )
             .fallback(|| async { status(404, "NotFound", "no such path on this test server") })
-            .layer(axum::middleware::from_fn_with_state(shared.clone(), log_request))
+            .layer(axum::middleware::from_fn_with_state(
+                shared.clone(),
+                log_request,
+            ))
             .with_state(shared.clone());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -150,7 +153,14 @@ impl KubeApi {
     }
 
     pub fn policies(&self) -> Vec<Value> {
-        self.shared.store.lock().unwrap().policies.values().cloned().collect()
+        self.shared
+            .store
+            .lock()
+            .unwrap()
+            .policies
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Puts a NetworkPolicy in place as if someone else created it.
@@ -187,10 +197,7 @@ async fn log_request(
     let line = format!(
         "{} {}",
         request.method(),
-        request
-            .uri()
-            .path_and_query()
-            .map_or("", |p| p.as_str())
+        request.uri().path_and_query().map_or("", |p| p.as_str())
     );
     shared.store.lock().unwrap().requests.push(line);
     next.run(request).await
@@ -276,8 +283,16 @@ async fn create_policy(
         return status(code, "InternalError", "the test server was told to fail");
     }
     let name = policy["metadata"]["name"].as_str().unwrap_or("").to_owned();
-    if name.is_empty() || policy["metadata"]["namespace"].as_str().is_some_and(|n| n != ns) {
-        return status(422, "Invalid", "metadata.name missing or namespace mismatch");
+    if name.is_empty()
+        || policy["metadata"]["namespace"]
+            .as_str()
+            .is_some_and(|n| n != ns)
+    {
+        return status(
+            422,
+            "Invalid",
+            "metadata.name missing or namespace mismatch",
+        );
     }
     let key = (ns, name.clone());
     if s.policies.contains_key(&key) {

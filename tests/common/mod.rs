@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod kube_api;
+
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},

@@ -280,3 +280,87 @@ fn unidentified(event: &Event, since_ns: u64, tier: Option<Tier>) -> Finding {
         lossy: false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{AgentBody, AgentRef};
+
+    const S: u64 = 1_000_000_000;
+
+    fn event(cg: u64, ts: u64, agent: bool) -> Event {
+        Event {
+            ts_ns: ts,
+            kind_id: 12,
+            cgroup_id: cg,
+            pid: 7,
+            tid: 7,
+            agent: agent.then(|| AgentRef {
+                id: Arc::from("a"),
+                class: Arc::from("fraud"),
+            }),
+            truncated: false,
+            body: Body::Exit { code: Some(0) },
+        }
+    }
+
+    fn detection(after_secs: u64, tier: Option<Tier>) -> Detection {
+        let mut d = Detection::new(&DetectionConfig::default()).unwrap();
+        d.set_unidentified_policy(UnidentifiedPolicy {
+            after: Duration::from_secs(after_secs),
+            tier,
+        });
+        d
+    }
+
+    fn unidentified_findings(d: &mut Detection, events: &[Event]) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for e in events {
+            d.on_event(e, &mut out);
+        }
+        out.retain(|f| f.source == Source::Unidentified);
+        out
+    }
+
+    #[test]
+    fn without_delay_the_first_unattributed_event_is_a_finding_once_per_cgroup() {
+        let mut d = detection(0, None);
+        let f = unidentified_findings(
+            &mut d,
+            &[
+                event(5, S, false),
+                event(5, 2 * S, false),
+                event(6, 3 * S, false),
+            ],
+        );
+        assert_eq!(f.len(), 2);
+        assert_eq!(
+            (&*f[0].agent_id, &*f[0].class),
+            ("cgroup:5", "unidentified")
+        );
+        assert_eq!(f[0].tier, None);
+    }
+
+    #[test]
+    fn with_a_delay_only_lasting_unattributed_events_are_a_finding_at_the_given_tier() {
+        let mut d = detection(30, Some(Tier::Log));
+        let f = unidentified_findings(&mut d, &[event(5, S, false), event(5, 30 * S, false)]);
+        assert!(f.is_empty(), "29 s is not yet 30");
+        let f = unidentified_findings(&mut d, &[event(5, 31 * S, false), event(5, 40 * S, false)]);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].tier, Some(Tier::Log));
+        assert!(f[0].summary.contains("30.0 s"), "{}", f[0].summary);
+
+        // Resolved in time (its announcement arrives): no finding.
+        let mut d = detection(30, Some(Tier::Log));
+        let mut added = event(9, 10 * S, true);
+        added.body = Body::AgentAdded(AgentBody {
+            id: "a".into(),
+            class: "fraud".into(),
+            cgroup_path: "/kubepods.slice/x".into(),
+            slot: 0,
+        });
+        let f = unidentified_findings(&mut d, &[event(9, S, false), added, event(9, 50 * S, true)]);
+        assert!(f.is_empty());
+    }
+}

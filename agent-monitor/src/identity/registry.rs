@@ -506,4 +506,128 @@ mod tests {
         reg.rescan(&mut Table::default(), &mut out, 1).unwrap();
         assert_eq!(out.len(), 1);
     }
+
+    mod pods {
+        use std::sync::Mutex;
+
+        use super::*;
+
+        const UID_A: &str = "2b6c8a1e-5d3f-4e8a-9c71-0f4d2e6b8a13";
+        const ID: &str = "4a7f3c9e1b2d8e6f0a5c7b9d3e1f2a4c6b8d0e2f4a6c8e0b2d4f6a8c0e2b4d6f";
+
+        #[derive(Default)]
+        struct Pods(Mutex<HashMap<String, PodResolution>>);
+        impl PodLookup for Pods {
+            fn resolve(&self, uid: &str) -> PodResolution {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .get(uid)
+                    .cloned()
+                    .unwrap_or(PodResolution::Unknown)
+            }
+        }
+
+        fn set(pods: &Pods, r: PodResolution) {
+            pods.0.lock().unwrap().insert(UID_A.into(), r);
+        }
+
+        fn agent(id: &str, class: &str) -> PodResolution {
+            PodResolution::Agent {
+                id: id.into(),
+                class: class.into(),
+            }
+        }
+
+        fn bodies(out: &Batch) -> Vec<Body> {
+            out.iter().map(|r| decode(r).unwrap().body).collect()
+        }
+
+        /// A registry over a kubepods tree of plain directories, with one container.
+        fn setup() -> (tempfile::TempDir, AgentRegistry, Arc<Pods>, u64) {
+            let root = tempfile::tempdir().unwrap();
+            let dir = root.path().join(format!(
+                "kubepods.slice/kubepods-pod{}.slice/cri-containerd-{ID}.scope",
+                UID_A.replace('-', "_")
+            ));
+            fs::create_dir_all(&dir).unwrap();
+            let cg = cgroup::id_of(&dir).unwrap();
+            let mut c = config(Path::new("none"), 8);
+            c.kubernetes = Some(crate::k8s::KubernetesConfig::default());
+            let pods = Arc::new(Pods::default());
+            let reg = AgentRegistry::new(root.path().to_owned(), c).with_pods(pods.clone());
+            (root, reg, pods, cg)
+        }
+
+        #[test]
+        fn an_unknown_pod_is_pending_then_announced_when_known() {
+            let (_root, mut reg, pods, cg) = setup();
+            let (mut table, mut out) = (Table::default(), Batch::default());
+            assert!(reg.rescan(&mut table, &mut out, 1).unwrap().is_empty());
+            // Monitored in the kernel, not announced.
+            assert!(table.0.contains_key(&cg) && out.is_empty());
+            assert!(reg.is_pending(cg) && reg.pending() == 1 && reg.is_empty());
+
+            set(&pods, agent("agents/a", "fraud"));
+            let outcomes = reg.rescan(&mut table, &mut out, 2).unwrap();
+            assert_eq!(outcomes, [(cg, PendingOutcome::Agent)]);
+            assert!(
+                matches!(&bodies(&out)[..], [Body::AgentAdded(a)] if a.id == "agents/a" && a.class == "fraud")
+            );
+            assert_eq!((reg.len(), reg.pending()), (1, 0));
+        }
+
+        #[test]
+        fn label_changes_reannounce_and_a_pod_that_is_no_agent_is_dropped() {
+            let (_root, mut reg, pods, cg) = setup();
+            let (mut table, mut out) = (Table::default(), Batch::default());
+            set(&pods, agent("agents/a", "fraud"));
+            reg.rescan(&mut table, &mut out, 1).unwrap();
+            out.clear();
+            set(&pods, agent("agents/a", "payments"));
+            reg.rescan(&mut table, &mut out, 2).unwrap();
+            let b = bodies(&out);
+            assert!(
+                matches!(&b[..], [Body::AgentRemoved(old), Body::AgentAdded(new)]
+                if old.class == "fraud" && new.class == "payments" && old.slot == new.slot),
+                "{b:?}"
+            );
+            out.clear();
+            // The class label removed: no longer an agent, no longer monitored.
+            set(&pods, PodResolution::NotAgent);
+            reg.rescan(&mut table, &mut out, 3).unwrap();
+            assert!(matches!(&bodies(&out)[..], [Body::AgentRemoved(a)] if a.class == "payments"));
+            assert!(!table.0.contains_key(&cg) && reg.is_empty());
+        }
+
+        #[test]
+        fn a_deleted_pod_leaves_its_live_cgroup_pending_and_pending_outcomes_are_reported() {
+            let (root, mut reg, pods, cg) = setup();
+            let (mut table, mut out) = (Table::default(), Batch::default());
+            set(&pods, agent("agents/a", "fraud"));
+            reg.rescan(&mut table, &mut out, 1).unwrap();
+            out.clear();
+            pods.0.lock().unwrap().clear();
+            reg.rescan(&mut table, &mut out, 2).unwrap();
+            assert!(matches!(&bodies(&out)[..], [Body::AgentRemoved(_)]));
+            assert!(reg.is_pending(cg) && table.0.contains_key(&cg));
+            // Known as not an agent while pending: dropped, and said so.
+            set(&pods, PodResolution::NotAgent);
+            assert_eq!(
+                reg.rescan(&mut table, &mut out, 3).unwrap(),
+                [(cg, PendingOutcome::NotAgent)]
+            );
+            assert!(!table.0.contains_key(&cg));
+            // Pending again, then the cgroup goes away.
+            pods.0.lock().unwrap().clear();
+            reg.rescan(&mut table, &mut out, 4).unwrap();
+            assert!(reg.is_pending(cg));
+            fs::remove_dir_all(root.path().join("kubepods.slice")).unwrap();
+            assert_eq!(
+                reg.rescan(&mut table, &mut out, 5).unwrap(),
+                [(cg, PendingOutcome::Gone)]
+            );
+            assert!(table.0.is_empty() && reg.pending() == 0);
+        }
+    }
 }

@@ -167,11 +167,6 @@ impl Hold {
         }
     }
 
-    /// Forgets that a cgroup's hold ran out (it was announced, or left).
-    pub fn forget(&mut self, cgroup_id: u64) {
-        self.expired.remove(&cgroup_id);
-    }
-
     fn release_oldest(&mut self, out: &mut Batch) {
         if let Some(cg) = self
             .held
