@@ -50,6 +50,9 @@ pub struct Config {
     /// outlives the daemon; `null` pins nothing.
     #[serde(default = "defaults::pin_dir")]
     pub pin_dir: Option<PathBuf>,
+    /// Metrics and probe endpoint, OTLP export (docs/OBSERVABILITY.md).
+    #[serde(default)]
+    pub observability: crate::observe::ObservabilityConfig,
 }
 
 /// The SOC webhook.
@@ -225,6 +228,9 @@ impl Config {
                 ));
             }
         }
+        if let Some((field, reason)) = self.observability.invalid() {
+            return Err(invalid(field, &reason));
+        }
         for (i, a) in self.agents.iter().enumerate() {
             if a.id.is_empty() || a.id.len() >= agent_monitor_common::AGENT_ID_LEN {
                 return Err(invalid(format!("agents[{i}].id"), "must be 1 to 63 bytes"));
@@ -263,6 +269,10 @@ mod tests {
         assert_eq!(c.policy, crate::respond::policy::PolicyConfig::default());
         assert_eq!(c.flight, crate::respond::flight::FlightConfig::default());
         assert!(c.audit.is_none() && c.webhook.is_none() && c.snapshot.is_none());
+        assert_eq!(
+            c.observability,
+            crate::observe::ObservabilityConfig::default()
+        );
     }
 
     #[test]

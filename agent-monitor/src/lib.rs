@@ -11,6 +11,7 @@ pub mod ebpf;
 pub mod eval;
 pub mod event;
 pub mod identity;
+pub mod observe;
 pub mod pipeline;
 pub mod respond;
 pub mod source;

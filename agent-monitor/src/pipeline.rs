@@ -42,6 +42,8 @@ pub struct Pipeline {
     /// Latest event time seen.
     last_ts_ns: u64,
     pub stats: Stats,
+    /// Metrics and health hooks (observability on).
+    observer: Option<crate::observe::Observer>,
 }
 
 impl Pipeline {
@@ -77,6 +79,17 @@ impl Pipeline {
     ) -> Self {
         self.flight = Some(flight);
         self
+    }
+
+    /// Counts events, drops, findings and agents for the metrics (see `observe`).
+    pub fn with_observer(mut self, observer: crate::observe::Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The health the live source reports to, when observability is on.
+    pub fn health(&self) -> Option<&crate::observe::Health> {
+        self.observer.as_ref().and_then(|o| o.health())
     }
 
     pub fn responder_mut(&mut self) -> Option<&mut Responder> {
@@ -178,6 +191,9 @@ impl Pipeline {
                 }
                 Err(e) => {
                     self.stats.decode_errors += 1;
+                    if let Some(o) = &mut self.observer {
+                        o.on_decode_error();
+                    }
                     log::warn!("record {} not decoded: {e}", self.stats.records);
                 }
             }
@@ -191,6 +207,9 @@ impl Pipeline {
         if let Some(r) = &mut self.responder {
             let responses = r.tick(now);
             self.emit_responses(&responses)?;
+        }
+        if let Some(o) = &mut self.observer {
+            o.flush(self.responder.as_ref());
         }
         Ok(())
     }
@@ -210,6 +229,9 @@ impl Pipeline {
             self.emit_responses(&responses)?;
         }
         for finding in self.findings.drain(..) {
+            if let Some(o) = &mut self.observer {
+                o.on_finding(&finding);
+            }
             log::warn!(
                 "finding: {} [{}] {}",
                 finding.agent_id,
@@ -260,6 +282,9 @@ impl Pipeline {
 
     fn observe(&mut self, event: &Event) {
         self.stats.events += 1;
+        if let Some(o) = &mut self.observer {
+            o.on_event(event);
+        }
         self.last_ts_ns = self.last_ts_ns.max(event.ts_ns);
         if event.agent.is_none() {
             self.stats.unattributed += 1;

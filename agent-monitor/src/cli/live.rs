@@ -83,7 +83,17 @@ pub fn start(
         snapshot_interval: Duration::from_millis(config.snapshot_interval_ms),
         rescan_interval: Duration::from_millis(config.rescan_interval_ms),
     };
-    let source = LiveSource::new(kernel, maps, registry, &live, initial)?;
+    let programs = kernel.loaded_programs();
+    let mut source = LiveSource::new(kernel, maps, registry, &live, initial)?;
+    // Observability hook: the probes learn that the programs are attached, the cgroup scan is
+    // done, and from now on every drain and map read.
+    if let Some(health) = pipeline.health() {
+        health.set_programs_attached(u32::try_from(programs).unwrap_or(u32::MAX));
+        health
+            .identity_source("cgroups")
+            .set_synced(true, "configured and watched cgroups scanned");
+        source.set_health(health.clone());
+    }
     log::info!(
         "programs attached; {} agent cgroup(s) monitored; cgroup v2 at {}",
         source.registry().len(),
