@@ -178,6 +178,9 @@ pub async fn run_until_stopped(
             () = &mut deadline => break,
         }
     }
+    if let Some(health) = pipeline.health() {
+        health.set_stopping();
+    }
     pipeline.flush()?;
     source.finish(&mut batch)?;
     pipeline.process(&batch)?;
