@@ -291,7 +291,7 @@ fn deny_outlives_a_killed_daemon_and_a_restart_reports_and_releases_it() {
     let id = cgroup::id_of(&agent).unwrap();
     let addr = listener();
     let config = format!(
-        "watch: [{}]\nrescan_interval_ms: 50\npin_dir: {}\n",
+        "watch: [{}]\nrescan_interval_ms: 50\npin_dir: {}\nobservability: {{listen: null}}\n",
         cgroups.root.join("agents").display(),
         pin.0.display()
     );

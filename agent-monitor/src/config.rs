@@ -59,6 +59,9 @@ pub struct Config {
     /// The gRPC control API (docs/API.md); `null` turns it off.
     #[serde(default = "crate::api::ApiConfig::default_on")]
     pub api: Option<crate::api::ApiConfig>,
+    /// Metrics and probe endpoint, OTLP export (docs/OBSERVABILITY.md).
+    #[serde(default)]
+    pub observability: crate::observe::ObservabilityConfig,
 }
 
 /// The SOC webhook.
@@ -251,6 +254,9 @@ impl Config {
             api.validate()
                 .map_err(|(field, reason)| invalid(format!("api.{field}"), &reason))?;
         }
+        if let Some((field, reason)) = self.observability.invalid() {
+            return Err(invalid(field, &reason));
+        }
         for (i, a) in self.agents.iter().enumerate() {
             if a.id.is_empty() || a.id.len() >= agent_monitor_common::AGENT_ID_LEN {
                 return Err(invalid(format!("agents[{i}].id"), "must be 1 to 63 bytes"));
@@ -293,6 +299,10 @@ mod tests {
         assert_eq!(c.policy, crate::respond::policy::PolicyConfig::default());
         assert_eq!(c.flight, crate::respond::flight::FlightConfig::default());
         assert!(c.audit.is_none() && c.webhook.is_none() && c.snapshot.is_none());
+        assert_eq!(
+            c.observability,
+            crate::observe::ObservabilityConfig::default()
+        );
         assert_eq!(c.api, Some(crate::api::ApiConfig::default()));
         assert!(c.kubernetes.is_none());
     }

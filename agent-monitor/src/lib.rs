@@ -14,6 +14,7 @@ pub mod eval;
 pub mod event;
 pub mod identity;
 pub mod k8s;
+pub mod observe;
 pub mod pipeline;
 pub mod respond;
 pub mod source;

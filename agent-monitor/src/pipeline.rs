@@ -46,6 +46,8 @@ pub struct Pipeline {
     pub stats: Stats,
     /// Attribution counts already published as metrics.
     published: (u64, u64),
+    /// Metrics and health hooks (observability on).
+    observer: Option<crate::observe::Observer>,
 }
 
 impl Pipeline {
@@ -81,6 +83,17 @@ impl Pipeline {
     ) -> Self {
         self.flight = Some(flight);
         self
+    }
+
+    /// Counts events, drops, findings and agents for the metrics (see `observe`).
+    pub fn with_observer(mut self, observer: crate::observe::Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The health the live source reports to, when observability is on.
+    pub fn health(&self) -> Option<&crate::observe::Health> {
+        self.observer.as_ref().and_then(|o| o.health())
     }
 
     pub fn responder_mut(&mut self) -> Option<&mut Responder> {
@@ -183,6 +196,9 @@ impl Pipeline {
                 }
                 Err(e) => {
                     self.stats.decode_errors += 1;
+                    if let Some(o) = &mut self.observer {
+                        o.on_decode_error();
+                    }
                     log::warn!("record {} not decoded: {e}", self.stats.records);
                 }
             }
@@ -198,6 +214,9 @@ impl Pipeline {
             self.emit_responses(&responses)?;
         }
         self.publish_attribution();
+        if let Some(o) = &mut self.observer {
+            o.flush(self.responder.as_ref());
+        }
         Ok(())
     }
 
@@ -236,6 +255,9 @@ impl Pipeline {
             self.emit_responses(&responses)?;
         }
         for finding in self.findings.drain(..) {
+            if let Some(o) = &mut self.observer {
+                o.on_finding(&finding);
+            }
             log::warn!(
                 "finding: {} [{}] {}",
                 finding.agent_id,
@@ -286,6 +308,9 @@ impl Pipeline {
 
     fn observe(&mut self, event: &Event) {
         self.stats.events += 1;
+        if let Some(o) = &mut self.observer {
+            o.on_event(event);
+        }
         self.last_ts_ns = self.last_ts_ns.max(event.ts_ns);
         if event.agent.is_none() {
             self.stats.unattributed += 1;

@@ -72,6 +72,10 @@ impl Daemon {
         if !config.contains("pin_dir:") {
             config.push_str("pin_dir: null\n");
         }
+        // No metrics endpoint unless the test asks: daemons of parallel tests would share a port.
+        if !config.contains("observability:") {
+            config.push_str("observability: {listen: null}\n");
+        }
         std::fs::write(&cfg, config).unwrap();
         let json = dir.join("events.jsonl");
         let trace = dir.join("events.amtrace");

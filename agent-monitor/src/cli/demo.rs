@@ -85,6 +85,15 @@ async fn demo(
         .with_detection(detection)
         .with_live_clock();
     let mut pipeline = super::with_response(pipeline, config, true)?;
+    // Metrics and probes while the demo runs (127.0.0.1:9750 by default); a port already taken
+    // only costs the demo its endpoint.
+    let obs = agent_monitor::observe::Observability::start(config).unwrap_or_else(|e| {
+        log::warn!("the demo runs without its metrics endpoint: {e:#}");
+        None
+    });
+    if let Some(obs) = &obs {
+        pipeline = obs.attach(pipeline);
+    }
     let (mut source, containment) = live::start(config, &mut batch, &mut pipeline, None)?;
     if let Some(path) = opts.record {
         pipeline = pipeline.with_trace(live::trace_out(path)?);

@@ -115,7 +115,17 @@ pub fn start(
         }),
         identity_changed: kube.map(|(node, _)| node.pods.changed()),
     };
+    let programs = kernel.loaded_programs();
     let mut source = LiveSource::new(kernel, maps, registry, &live, initial)?;
+    // Observability hook: the probes learn that the programs are attached, the cgroup scan is
+    // done, and from now on every drain and map read.
+    if let Some(health) = pipeline.health() {
+        health.set_programs_attached(u32::try_from(programs).unwrap_or(u32::MAX));
+        health
+            .identity_source("cgroups")
+            .set_synced(true, "configured and watched cgroups scanned");
+        source.set_health(health.clone());
+    }
     update_wake_kinds(&mut source, pipeline, config);
     return_freed_heap();
     log::info!(
@@ -245,6 +255,9 @@ pub async fn run_until_stopped(
     // Nothing of a removed agent stays pinned after an orderly exit.
     if let Some(r) = pipeline.responder_mut() {
         r.forget_gone(agent_monitor::clock::boot_ns());
+    }
+    if let Some(health) = pipeline.health() {
+        health.set_stopping();
     }
     pipeline.flush()?;
     source.finish(&mut batch)?;

@@ -193,6 +193,11 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(path) = &record {
                 pipeline = pipeline.with_trace(live::trace_out(path)?);
             }
+            // Metrics, probes and OTLP export; stopped (and flushed) after the run.
+            let obs = agent_monitor::observe::Observability::start(&config)?;
+            if let Some(obs) = &obs {
+                pipeline = obs.attach(pipeline);
+            }
             live::run(&live, &config, pipeline).await
         }
         Command::Record {

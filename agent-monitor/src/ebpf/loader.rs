@@ -349,6 +349,17 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// Programs the kernel reports as loaded (its program info answers); `load` attached
+    /// every one of them or failed.
+    pub fn loaded_programs(&self) -> usize {
+        self._ebpf
+            .programs()
+            .filter(|(_, p)| p.info().is_ok())
+            .count()
+    }
+}
+
 /// A program of the object by name, as its concrete type.
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut T>
 where

@@ -126,6 +126,10 @@ impl Responder {
         self
     }
 
+    pub fn add_sink(&mut self, sink: Box<dyn ResponseSink>) {
+        self.sinks.push(sink);
+    }
+
     pub fn tier(&self, agent_id: &str) -> Option<Tier> {
         self.states.get(agent_id).and_then(|s| s.tier)
     }
@@ -193,8 +197,11 @@ impl Responder {
             let (next, decision) = decide(&self.policy, &class, &state, &fs, now_ns);
             self.states.insert(agent.clone(), next);
             let Some(decision) = decision else { continue };
+            // Latency metrics (a no-op unless the live daemon installed them).
+            let decided_ns = crate::clock::boot_ns();
             let target = self.target(&agent, &class, &fs);
             let actions = self.act(&decision, &target);
+            crate::observe::latency::decided(&fs, &decision, decided_ns);
             let response = Response {
                 target,
                 decision,

@@ -71,6 +71,9 @@ pub struct LiveSource {
     identity_changed: Option<Arc<Notify>>,
     /// Hold counts already published as metrics.
     published: HoldStats,
+    /// Observability: drains and map reads reported to the probes, ring buffer fill sampled.
+    health: Option<crate::observe::Health>,
+    fill: Option<crate::observe::ringfill::RingFill>,
 }
 
 impl LiveSource {
@@ -112,9 +115,22 @@ impl LiveSource {
             hold: opts.hold.map(Hold::new),
             identity_changed: opts.identity_changed.clone(),
             published: HoldStats::default(),
+            health: None,
+            fill: None,
         };
         source.rescan_now(initial)?;
         Ok(source)
+    }
+
+    /// Reports drains and kernel map reads to `health`, and the ring buffer fill to the
+    /// metrics, from now on.
+    pub fn set_health(&mut self, health: crate::observe::Health) {
+        let size = agent_monitor_common::RING_BUF_BYTES;
+        match crate::observe::ringfill::RingFill::new(self.ring.get_ref(), size) {
+            Ok(fill) => self.fill = Some(fill),
+            Err(e) => log::warn!("ring buffer fill not measured: mapping its positions: {e}"),
+        }
+        self.health = Some(health);
     }
 
     pub fn registry(&self) -> &AgentRegistry {
@@ -222,9 +238,29 @@ impl LiveSource {
     }
 
     fn drain(&mut self, batch: &mut Batch) {
+        if let Some(fill) = &mut self.fill {
+            fill.sample();
+        }
+        if let Some(h) = &self.health {
+            h.drained();
+        }
         let ring = self.ring.get_mut();
         while let Some(item) = ring.next() {
             batch.push(&item);
+        }
+    }
+}
+
+impl LiveSource {
+    /// Once per snapshot: a lookup that must succeed while the maps are readable (slot 0 of
+    /// the per-CPU loss counters always exists), and the ring buffer fill of the interval.
+    fn observe_maps(&mut self) {
+        if let Some(h) = &self.health {
+            let lookup = self.snapshots.lost.get(&0, 0).map(drop);
+            h.maps_read(lookup.map_err(|e| format!("LOST[0]: {e}")));
+        }
+        if let Some(fill) = &mut self.fill {
+            metrics::gauge!(crate::observe::names::RINGBUF_FILL).set(fill.take_max());
         }
     }
 }
@@ -246,6 +282,7 @@ impl EventSource for LiveSource {
                 _ = self.snapshot.tick() => {
                     self.drain(batch);
                     self.snapshots.take(batch, clock::boot_ns())?;
+                    self.observe_maps();
                 }
                 _ = self.rescan.tick() => self.rescan_now(batch)?,
                 () = notified(changed.as_deref()) => self.rescan_now(batch)?,

@@ -92,12 +92,14 @@ impl Outbox {
             }
         }
         sync_dir(dir)?;
-        Ok(Self {
+        let outbox = Self {
             dir: dir.to_path_buf(),
             dead,
             seq: AtomicU64::new(0),
             _lock: lock,
-        })
+        };
+        outbox.publish_depth();
+        Ok(outbox)
     }
 
     pub fn dir(&self) -> &Path {
@@ -119,7 +121,17 @@ impl Outbox {
             sanitize(&env.ticket_id),
             env.version
         );
-        write_atomic(&self.dir, &name, &bytes)
+        let path = write_atomic(&self.dir, &name, &bytes)?;
+        self.publish_depth();
+        Ok(path)
+    }
+
+    /// `agent_monitor_webhook_outbox_depth`, after every change (a listing of a directory
+    /// that holds a few tickets).
+    fn publish_depth(&self) {
+        if let Ok(n) = self.depth() {
+            metrics::gauge!(crate::observe::names::OUTBOX_DEPTH).set(n as f64);
+        }
     }
 
     /// Pending entries, oldest first.
@@ -175,6 +187,7 @@ impl Outbox {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(WebhookError::io(path, "remove delivered entry", e)),
         }
+        self.publish_depth();
         sync_dir(&self.dir)
     }
 
@@ -196,6 +209,7 @@ impl Outbox {
         fs::rename(path, &target).map_err(|e| WebhookError::io(path, "move to dead/", e))?;
         sync_dir(&self.dead)?;
         sync_dir(&self.dir)?;
+        self.publish_depth();
         Ok(target)
     }
 }
