@@ -76,6 +76,13 @@ impl Daemon {
         if !config.contains("observability:") {
             config.push_str("observability: {listen: null}\n");
         }
+        // The control API listens inside the test's directory, not on the host's socket.
+        if !config.contains("api:") {
+            config.push_str(&format!(
+                "api: {{socket: {}}}\n",
+                dir.join("api.sock").display()
+            ));
+        }
         std::fs::write(&cfg, config).unwrap();
         let json = dir.join("events.jsonl");
         let trace = dir.join("events.amtrace");

@@ -85,6 +85,11 @@ pub async fn run(args: &CtlArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(call)?
                 .into_inner();
+            // The daemon answered: from here on nothing it publishes is missed.
+            eprintln!(
+                "watching {} (interrupt to stop)",
+                agent.as_deref().unwrap_or("every agent")
+            );
             while let Some(item) = stream.message().await.map_err(call)? {
                 if let Some(event) = &item.event {
                     show::watch_event(event, args.json);
