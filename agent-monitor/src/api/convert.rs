@@ -4,7 +4,7 @@ use super::pb;
 use crate::{
     detect::{Finding, Source, Tier},
     event::Event,
-    respond::{actuator::ActionOutcome, engine::Response, policy::Reason},
+    respond::{actuator::ActionOutcome, engine::Response},
 };
 
 pub fn tier(t: Option<Tier>) -> i32 {
@@ -63,13 +63,7 @@ pub fn decision(r: &Response) -> pb::Decision {
         class: r.target.class.clone(),
         from: tier(r.decision.from),
         to: tier(r.decision.to),
-        reason: match r.decision.reason {
-            Reason::Finding => "finding",
-            Reason::Escalation => "escalation",
-            Reason::Cooldown => "cooldown",
-            Reason::CgroupGone => "cgroup_gone",
-        }
-        .into(),
+        reason: r.decision.reason.as_str().into(),
         findings: u32::try_from(r.findings.len()).unwrap_or(u32::MAX),
         actions: r.actions.iter().map(action).collect(),
     }

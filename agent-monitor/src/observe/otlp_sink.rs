@@ -64,14 +64,6 @@ fn severity(tier: Option<Tier>) -> Severity {
     }
 }
 
-fn reason_label(r: &Reason) -> &'static str {
-    match r {
-        Reason::Finding => "finding",
-        Reason::Escalation => "escalation",
-        Reason::Cooldown => "cooldown",
-    }
-}
-
 impl OtlpSink {
     pub fn new(logger: SdkLogger, tokens: Option<Tokenizer>) -> Self {
         Self {
@@ -129,7 +121,7 @@ impl OtlpSink {
         rec.set_timestamp(self.wall(f.ts_ns));
         rec.add_attribute(attr::TIER, tier_label(r.decision.to));
         rec.add_attribute(attr::FROM_TIER, tier_label(r.decision.from));
-        rec.add_attribute(attr::REASON, reason_label(&r.decision.reason));
+        rec.add_attribute(attr::REASON, Reason::as_str(&r.decision.reason));
         rec.add_attribute(attr::SCORE, f.score);
         rec.add_attribute(attr::SOURCE, source_label(&f.source));
         if let Source::Rule { name, file } = &f.source {
@@ -215,13 +207,13 @@ impl ResponseSink for OtlpSink {
                     "tier {} -> {} ({})",
                     tier_label(r.decision.from),
                     tier_label(r.decision.to),
-                    reason_label(&r.decision.reason)
+                    Reason::as_str(&r.decision.reason)
                 ),
             );
             rec.set_timestamp(self.wall(r.decision.ts_ns));
             rec.add_attribute(attr::TIER, tier_label(r.decision.to));
             rec.add_attribute(attr::FROM_TIER, tier_label(r.decision.from));
-            rec.add_attribute(attr::REASON, reason_label(&r.decision.reason));
+            rec.add_attribute(attr::REASON, Reason::as_str(&r.decision.reason));
             self.logger.emit(rec);
         }
         Ok(())

@@ -146,6 +146,18 @@ pub enum Reason {
     CgroupGone,
 }
 
+impl Reason {
+    /// The name used in tickets, metrics, OTLP and the API (the serde name).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reason::Finding => "finding",
+            Reason::Escalation => "escalation",
+            Reason::Cooldown => "cooldown",
+            Reason::CgroupGone => "cgroup_gone",
+        }
+    }
+}
+
 fn step_up(tier: Tier) -> Tier {
     match tier {
         Tier::Log => Tier::RateLimit,
