@@ -180,15 +180,10 @@ impl<E> Reported<E> {
 }
 
 impl<E: opentelemetry_sdk::logs::LogExporter> opentelemetry_sdk::logs::LogExporter for Reported<E> {
-    fn export(
-        &self,
-        batch: LogBatch<'_>,
-    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
-        async move {
-            let result = self.inner.export(batch).await;
-            self.note(&result);
-            result
-        }
+    async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
+        let result = self.inner.export(batch).await;
+        self.note(&result);
+        result
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
@@ -201,15 +196,10 @@ impl<E: opentelemetry_sdk::logs::LogExporter> opentelemetry_sdk::logs::LogExport
 }
 
 impl<E: PushMetricExporter> PushMetricExporter for Reported<E> {
-    fn export(
-        &self,
-        metrics: &ResourceMetrics,
-    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
-        async move {
-            let result = self.inner.export(metrics).await;
-            self.note(&result);
-            result
-        }
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        let result = self.inner.export(metrics).await;
+        self.note(&result);
+        result
     }
 
     fn force_flush(&self) -> OTelSdkResult {
