@@ -15,6 +15,7 @@ pub const OUTBOX_DEPTH: &str = "agent_monitor_webhook_outbox_depth";
 pub const EVENT_TO_DECISION: &str = "agent_monitor_event_to_decision_seconds";
 pub const DECISION_TO_CONTAINMENT: &str = "agent_monitor_decision_to_containment_seconds";
 pub const AGENTS: &str = "agent_monitor_agents";
+pub const OTLP_FAILURES: &str = "agent_monitor_otlp_export_failures_total";
 
 /// Class label of events that no identity source attributed.
 pub const UNATTRIBUTED: &str = "unattributed";
@@ -60,4 +61,9 @@ pub fn describe() {
     );
     metrics::describe_gauge!(OUTBOX_DEPTH, "SOC tickets waiting in the webhook outbox");
     metrics::describe_gauge!(AGENTS, "Monitored agents, by class and response state");
+    metrics::describe_counter!(
+        OTLP_FAILURES,
+        Unit::Count,
+        "OTLP exports that failed (their data is dropped), by signal (logs, metrics)"
+    );
 }

@@ -6,18 +6,25 @@
 //! The SDK exports from its own threads; the tonic channels they use run on the observability
 //! runtime, so [`Otlp::start`] must be called inside it.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use opentelemetry::{KeyValue, metrics::MeterProvider as _};
 use opentelemetry_otlp::{LogExporter, MetricExporter, WithExportConfig as _};
 use opentelemetry_sdk::{
     Resource,
-    logs::{SdkLogger, SdkLoggerProvider},
-    metrics::{PeriodicReader, SdkMeterProvider},
+    error::OTelSdkResult,
+    logs::{LogBatch, SdkLogger, SdkLoggerProvider},
+    metrics::{
+        PeriodicReader, SdkMeterProvider, Temporality, data::ResourceMetrics,
+        exporter::PushMetricExporter,
+    },
 };
 
-use super::OtlpConfig;
+use super::{OtlpConfig, names};
 
 /// Scope name of the logger and meter.
 pub const SCOPE: &str = "agent-monitor";
@@ -88,6 +95,7 @@ impl Otlp {
             .with_timeout(EXPORT_TIMEOUT)
             .build()
             .with_context(|| format!("observability.otlp: log exporter to {}", config.endpoint))?;
+        let logs = Reported::new(logs, "logs");
         let metrics = MetricExporter::builder()
             .with_tonic()
             .with_endpoint(&config.endpoint)
@@ -96,7 +104,7 @@ impl Otlp {
             .with_context(|| {
                 format!("observability.otlp: metric exporter to {}", config.endpoint)
             })?;
-        let reader = PeriodicReader::builder(metrics)
+        let reader = PeriodicReader::builder(Reported::new(metrics, "metrics"))
             .with_interval(Duration::from_secs(config.interval_secs))
             .build();
         Ok(Self {
@@ -131,9 +139,128 @@ impl Otlp {
     }
 }
 
+/// An exporter whose failures are seen: counted in `agent_monitor_otlp_export_failures_total`
+/// and logged when exporting starts failing and when it works again (not at every batch).
+#[derive(Debug)]
+pub struct Reported<E> {
+    inner: E,
+    signal: &'static str,
+    failing: AtomicBool,
+}
+
+impl<E> Reported<E> {
+    pub fn new(inner: E, signal: &'static str) -> Self {
+        Self {
+            inner,
+            signal,
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    fn note(&self, result: &OTelSdkResult) {
+        match result {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    log::info!("OTLP {}: exporting again", self.signal);
+                }
+            }
+            Err(e) => {
+                metrics::counter!(names::OTLP_FAILURES, "signal" => self.signal).increment(1);
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "OTLP {}: export failed, data dropped: {e} (counted in {}; logged again \
+                         once it works)",
+                        self.signal,
+                        names::OTLP_FAILURES
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl<E: opentelemetry_sdk::logs::LogExporter> opentelemetry_sdk::logs::LogExporter for Reported<E> {
+    async fn export(&self, batch: LogBatch<'_>) -> OTelSdkResult {
+        let result = self.inner.export(batch).await;
+        self.note(&result);
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+impl<E: PushMetricExporter> PushMetricExporter for Reported<E> {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        let result = self.inner.export(metrics).await;
+        self.note(&result);
+        result
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self) -> Temporality {
+        self.inner.temporality()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_export_is_counted() {
+        use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        // A loopback port where nothing listens.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let exporter = {
+            let _enter = rt.enter();
+            LogExporter::builder()
+                .with_tonic()
+                .with_endpoint(format!("http://127.0.0.1:{port}"))
+                .with_timeout(Duration::from_secs(2))
+                .build()
+                .unwrap()
+        };
+        let provider = SdkLoggerProvider::builder()
+            .with_simple_exporter(Reported::new(exporter, "logs"))
+            .build();
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let logger = provider.logger("test");
+            let mut rec = logger.create_log_record();
+            rec.set_body("x".into());
+            logger.emit(rec);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains(r#"agent_monitor_otlp_export_failures_total{signal="logs"} 1"#),
+            "{text}"
+        );
+        drop(provider);
+        rt.shutdown_background();
+    }
 
     #[test]
     fn instance_ids_are_v4_uuids_and_differ() {
