@@ -197,6 +197,9 @@ pub async fn run(
     let (mut source, containment) = start(config, &mut batch, &mut pipeline, node.as_ref())?;
     pipeline.process(&batch)?;
     restore_containment(&mut pipeline, containment.as_ref());
+    if let (Some(node), Some(health)) = (&node, pipeline.health()) {
+        watch_pod_sync(node.pods.clone(), health.identity_source("kubernetes"));
+    }
     if let Some(ready) = &args.ready_file {
         std::fs::write(ready, b"ready\n")
             .with_context(|| format!("writing {}", ready.display()))?;
@@ -211,6 +214,26 @@ pub async fn run(
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Readiness follows the pod watch: not ready until the first list of this node's pods.
+fn watch_pod_sync(
+    pods: agent_monitor::k8s::cache::PodCache,
+    source: agent_monitor::observe::health::IdentitySource,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let synced = pods.is_synced();
+            let detail = if synced {
+                "pods of this node listed and watched"
+            } else {
+                "waiting for the first list of this node's pods"
+            };
+            source.set_synced(synced, detail);
+        }
+    });
 }
 
 /// Runs until SIGINT/SIGTERM or `duration`, then drains what the kernel still holds. SIGHUP
