@@ -215,10 +215,10 @@ pub fn score(
             let ftier = tier_of(&f["tier"])
                 .or_else(|| thresholds.tier_of(f["score"].as_f64().unwrap_or(0.0)));
             let after = !attack || ts >= start_ns;
-            if !attack || ts < start_ns {
-                if let Some(t) = ftier {
-                    fp.add(t);
-                }
+            if (!attack || ts < start_ns)
+                && let Some(t) = ftier
+            {
+                fp.add(t);
             }
             if attack && after {
                 if !detectors.contains(&label) {
