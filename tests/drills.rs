@@ -35,6 +35,10 @@ fn drill(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// Live drills run one at a time: each binds the class service at the port the class models
+/// know, and a second one at once would have to move it elsewhere.
+static LIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The release build of the binary, which the live tests' agents run (scripts/test.sh builds
 /// it): debug-built agents make syscalls the shipped class models have not seen.
 fn release_bin() -> String {
@@ -170,6 +174,9 @@ fn the_catalog_checks_out() {
 /// Live, as root: the subset CI runs on the real kernel.
 #[test]
 fn a_live_subset_is_detected_contained_and_released() {
+    let _one_at_a_time = LIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().display().to_string();
     let agent = release_bin();
@@ -217,6 +224,9 @@ fn a_live_subset_is_detected_contained_and_released() {
 /// the scenario's detection.
 #[test]
 fn a_recorded_trace_replays_to_the_same_detection() {
+    let _one_at_a_time = LIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let tmp = tempfile::tempdir().unwrap();
     let drills = tmp.path().join("drills");
     std::fs::create_dir_all(&drills).unwrap();

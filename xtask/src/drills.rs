@@ -16,6 +16,12 @@ pub struct RecordOptions {
 
 #[derive(clap::Args)]
 pub struct BenchOptions {
+    /// The daemon binary to measure (default: a release build made now).
+    #[arg(long)]
+    bin: Option<std::path::PathBuf>,
+    /// The binary the benign agents run (default: the daemon binary).
+    #[arg(long)]
+    agent_bin: Option<std::path::PathBuf>,
     /// Scenarios to run (default: all).
     scenarios: Vec<String>,
 }
@@ -38,11 +44,17 @@ pub fn record(opts: &RecordOptions) -> anyhow::Result<()> {
 
 pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
     let root = crate::workspace_root()?;
-    let bin = crate::build_release(&root)?;
+    let bin = match &opts.bin {
+        Some(b) => b.clone(),
+        None => crate::build_release(&root)?,
+    };
     let out = root.join("target/bench-drills");
-    let status = Command::new(&bin)
-        .args(["drill", "run", "--live", "--out"])
-        .arg(&out)
+    let mut cmd = Command::new(&bin);
+    cmd.args(["drill", "run", "--live", "--out"]).arg(&out);
+    if let Some(agent) = &opts.agent_bin {
+        cmd.arg("--agent-bin").arg(agent);
+    }
+    let status = cmd
         .args(&opts.scenarios)
         .current_dir(&root)
         .status()
@@ -76,6 +88,8 @@ pub fn bench(opts: &BenchOptions) -> anyhow::Result<()> {
                    the first expected finding's event, and to DENY_ALL seen in the pinned \
                    containment map by the harness (polled every 1 ms)",
         "created": report["created"],
+        "daemon": bin.display().to_string(),
+        "agent": opts.agent_bin.as_ref().unwrap_or(&bin).display().to_string(),
         "summary": report["summary"],
         "scenarios": rows,
     });

@@ -32,8 +32,9 @@ struct Common {
     /// Class models directory (default: the configuration's `detection.models_dir`).
     #[arg(long)]
     models: Option<PathBuf>,
-    /// The agent-monitor binary the agents run (live and record; default: this one). Use a
-    /// release build: debug-built agents make extra syscalls the class models have not seen.
+    /// The agent-monitor binary the benign agent runs (live and record; default: this one).
+    /// Use a release build: debug-built agents make extra syscalls the class models have not
+    /// seen. The attack steps run this binary.
     #[arg(long)]
     agent_bin: Option<PathBuf>,
 }

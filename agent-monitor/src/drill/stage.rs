@@ -29,24 +29,24 @@ pub struct Programs {
     pub base_config: Option<PathBuf>,
     pub rules_dir: PathBuf,
     pub models_dir: PathBuf,
-    /// The program the agent processes run (`workload` steps); default: `bin`. Agents should
-    /// be release builds, like the agents the class models learned: in a debug build std checks
-    /// every file descriptor before closing it (an extra `fcntl`), which the sequence model sees.
+    /// The program the benign agent runs (its `agent:` workload step); default: `bin`. It
+    /// should be a release build, like the agents the class models learned: in a debug build
+    /// std checks every file descriptor before closing it (an extra `fcntl`), which the sequence
+    /// model sees. The attack and the harness's probes run `bin` (their steps are this build's).
     pub agent: Option<PathBuf>,
 }
 
 impl Programs {
     /// The binary the agent processes run: the daemon's, unless it lives where the agent's
     /// private mounts would hide it, then a copy in `dir`.
-    fn agent_bin(&self, dir: &Path) -> anyhow::Result<PathBuf> {
-        let bin = self.agent.as_ref().unwrap_or(&self.bin);
+    fn visible(bin: &Path, dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
         if AgentFiles::hidden().iter().any(|h| bin.starts_with(h)) {
-            let copy = dir.join("agent-monitor");
+            let copy = dir.join(name);
             std::fs::copy(bin, &copy)
                 .with_context(|| format!("copying {} for the agent", bin.display()))?;
             return Ok(copy);
         }
-        Ok(bin.clone())
+        Ok(bin.to_owned())
     }
 }
 
@@ -67,7 +67,10 @@ pub struct Stage {
     pub pin_dir: PathBuf,
     pub output: PathBuf,
     pub placeholders: Placeholders,
+    /// What the benign agent runs, and what the attack and probes run (visible inside the
+    /// agent's private mounts).
     agent_bin: PathBuf,
+    attack_bin: PathBuf,
     programs: Programs,
     daemon: Option<Child>,
     pub benign: Option<Child>,
@@ -96,7 +99,12 @@ impl Stage {
         let pin_dir = Path::new("/sys/fs/bpf").join(&tag);
         let mut stage = Self {
             placeholders: files.placeholders(targets),
-            agent_bin: programs.agent_bin(&work)?,
+            agent_bin: Programs::visible(
+                programs.agent.as_ref().unwrap_or(&programs.bin),
+                &work,
+                "agent",
+            )?,
+            attack_bin: Programs::visible(&programs.bin, &work, "agent-monitor")?,
             programs: programs.clone(),
             config: work.join("config.yaml"),
             output: work.join("events.jsonl"),
@@ -217,7 +225,11 @@ impl Stage {
 
     /// Starts `agent-monitor workload <steps>` in the agent's cgroup with its private mounts.
     pub fn spawn_workload(&self, steps: &[String], quiet: bool) -> anyhow::Result<Child> {
-        let mut cmd = Command::new(&self.agent_bin);
+        self.spawn_program(&self.attack_bin, steps, quiet)
+    }
+
+    fn spawn_program(&self, bin: &Path, steps: &[String], quiet: bool) -> anyhow::Result<Child> {
+        let mut cmd = Command::new(bin);
         cmd.arg("workload")
             .args(steps)
             .env("HOME", HOME)
@@ -247,7 +259,7 @@ impl Stage {
             scenario.benign.workload.class(),
             scenario.benign.duration.as_secs().max(1)
         );
-        self.benign = Some(self.spawn_workload(&[step], false)?);
+        self.benign = Some(self.spawn_program(&self.agent_bin, &[step], false)?);
         Ok(())
     }
 
