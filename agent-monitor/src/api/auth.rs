@@ -160,18 +160,19 @@ impl Auth {
         let caller = Caller::of(req);
         let Some(p) = self.principal(&caller) else {
             let reason = match &caller {
-                Caller::Anonymous { .. } => "no credentials".to_owned(),
-                other => format!("{other} is not a configured principal"),
+                Caller::Anonymous { .. } => "no credentials",
+                _ => "{caller} is not a configured principal",
             };
-            return Err(self.refuse(&caller, None, method, Code::Unauthenticated, &reason));
+            return Err(self.refuse(&caller, None, None, method, Code::Unauthenticated, reason));
         };
         if let Some(role) = role
             && !p.roles.contains(&role)
         {
-            let reason = format!("{} does not hold the {} role", p.name, role.as_str());
+            let reason = format!("{{principal}} does not hold the {} role", role.as_str());
             return Err(self.refuse(
                 &caller,
                 Some(&p.name),
+                None,
                 method,
                 Code::PermissionDenied,
                 &reason,
@@ -184,49 +185,40 @@ impl Auth {
         })
     }
 
-    /// Logs and audits a refusal; returns the status for the caller.
+    /// Logs and audits a refusal; returns the status for the caller. `{caller}`, `{principal}`
+    /// and `{agent}` in `reason` name them in the log and the status; the audit entry keeps the
+    /// placeholders (it carries all three, tokenised where they may name a person).
     pub fn refuse(
         &self,
         caller: &Caller,
         principal: Option<&str>,
+        agent: Option<&str>,
         method: &str,
         code: Code,
         reason: &str,
     ) -> Status {
-        log::warn!("api: {method} refused ({code:?}): {reason} [{caller}]");
+        let text = reason
+            .replace("{caller}", &caller.to_string())
+            .replace("{principal}", principal.unwrap_or("-"))
+            .replace("{agent}", agent.unwrap_or("-"));
+        log::warn!("api: {method} refused ({code:?}): {text} [{caller}]");
         if let Some(audit) = &self.audit {
             let mut log = audit
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // Names of people are tokenised; the reason text is rebuilt without them.
             let data = serde_json::json!({
                 "method": method,
                 "code": code_name(code),
                 "caller": caller.audited(&log),
                 "principal": principal.map(|p| log.token(p)),
-                "reason": redact(reason, caller, principal),
+                "reason": reason,
             });
-            if let Err(e) = log.append(Kind::Refusal, None, None, data) {
+            if let Err(e) = log.append(Kind::Refusal, agent, None, data) {
                 log::error!("api: refusal of {method} not audited: {e}");
             }
         }
-        Status::new(code, reason)
+        Status::new(code, text)
     }
-}
-
-/// `reason` without the caller's certificate names or principal name (the audit entry carries
-/// them as tokens).
-fn redact(reason: &str, caller: &Caller, principal: Option<&str>) -> String {
-    let mut out = reason.to_owned();
-    if let Caller::Cert { names, .. } = caller {
-        for n in names {
-            out = out.replace(n.as_str(), "<cert name>");
-        }
-    }
-    if let Some(p) = principal {
-        out = out.replace(p, "<principal>");
-    }
-    out
 }
 
 fn code_name(code: Code) -> &'static str {
@@ -235,5 +227,77 @@ fn code_name(code: Code) -> &'static str {
         Code::PermissionDenied => "permission_denied",
         Code::FailedPrecondition => "failed_precondition",
         _ => "refused",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_names_are_the_subject_cn_then_dns_names() {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["soc.bank.example".to_owned()]).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "soc-dashboard");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("cert");
+        assert_eq!(
+            cert_names(cert.der()),
+            ["soc-dashboard", "soc.bank.example"]
+        );
+        assert!(cert_names(b"not a certificate").is_empty());
+    }
+
+    #[test]
+    fn principals_match_by_uid_or_certificate_name_and_roles_decide() {
+        let auth = Auth::new(
+            vec![
+                PrincipalConfig {
+                    name: "alice".into(),
+                    uid: Some(1001),
+                    cert_name: Some("alice.soc".into()),
+                    roles: vec![Role::Viewer],
+                },
+                PrincipalConfig {
+                    name: "bot".into(),
+                    uid: None,
+                    cert_name: Some("bot".into()),
+                    roles: vec![Role::Approver],
+                },
+            ],
+            None,
+        );
+        let by_uid = Caller::Uid {
+            uid: 1001,
+            pid: None,
+        };
+        assert_eq!(auth.principal(&by_uid).map(|p| &*p.name), Some("alice"));
+        let by_cert = Caller::Cert {
+            names: vec!["x".into(), "alice.soc".into()],
+            addr: None,
+        };
+        assert_eq!(auth.principal(&by_cert).map(|p| &*p.name), Some("alice"));
+        assert!(auth.principal(&Caller::Uid { uid: 0, pid: None }).is_none());
+        assert!(auth.principal(&Caller::Anonymous { addr: None }).is_none());
+        // A request without connection info (no transport) is anonymous: refused.
+        let req = Request::new(());
+        let err = auth
+            .authorize(&req, Some(Role::Viewer), "ListAgents")
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::Unauthenticated);
+        let status = auth.refuse(
+            &by_cert,
+            Some("alice"),
+            Some("fraud-1"),
+            "Release",
+            Code::PermissionDenied,
+            "{principal} ({caller}) may not release {agent}",
+        );
+        assert_eq!(
+            status.message(),
+            "alice (certificate x, alice.soc) may not release fraud-1"
+        );
     }
 }

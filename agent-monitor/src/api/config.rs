@@ -150,3 +150,60 @@ impl ApiConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn parse(yaml: &str) -> Result<Config, String> {
+        Config::parse(yaml, Path::new("c.yaml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn on_by_default_off_with_null() {
+        let c = parse("max_agents: 4\n").expect("parses");
+        let api = c.api.expect("on by default");
+        assert_eq!(
+            api.socket.as_deref(),
+            Some(Path::new(super::DEFAULT_SOCKET))
+        );
+        assert_eq!(api.principals[0].uid, Some(0));
+        assert!(parse("api: null\n").expect("parses").api.is_none());
+    }
+
+    #[test]
+    fn mistakes_name_the_field() {
+        for (yaml, field) in [
+            ("api: {socket: null}\n", "api.socket"),
+            ("api: {socket: rel/api.sock}\n", "api.socket"),
+            (
+                "api: {principals: [{name: a, roles: [viewer]}]}\n",
+                "api.principals[0].uid",
+            ),
+            (
+                "api: {principals: [{name: a, uid: 1, roles: []}]}\n",
+                "api.principals[0].roles",
+            ),
+            (
+                "api: {principals: [{name: a, uid: 1, roles: [viewer]}, \
+                 {name: b, uid: 1, roles: [viewer]}]}\n",
+                "api.principals[1].uid",
+            ),
+            (
+                "api: {principals: [{name: a, cert_name: x, roles: [viewer]}, \
+                 {name: a, uid: 2, roles: [viewer]}]}\n",
+                "api.principals[1].name",
+            ),
+        ] {
+            let err = parse(yaml).expect_err(yaml);
+            assert!(err.contains(field), "{yaml}: {err}");
+        }
+        let err = parse("api: {principals: [{name: a, uid: 1, roles: [admin]}]}\n")
+            .expect_err("unknown role");
+        assert!(err.contains("admin") && err.contains("c.yaml"), "{err}");
+        let err = parse("api: {sock: /x}\n").expect_err("unknown key");
+        assert!(err.contains("sock"), "{err}");
+    }
+}

@@ -119,12 +119,11 @@ impl Service {
             return Err(self.auth.refuse(
                 &who.caller,
                 Some(&who.name),
+                Some(&req.agent_id),
                 "Release",
                 Code::FailedPrecondition,
-                &format!(
-                    "{} already approved releasing {}; another, different approver is needed",
-                    who.name, req.agent_id
-                ),
+                "{principal} already approved releasing {agent}; another, different approver is \
+                 needed",
             ));
         }
         if outcome.requested.is_none() {

@@ -104,6 +104,7 @@ pub async fn accept(
                         auth.refuse(
                             &caller,
                             None,
+                            None,
                             "tls-handshake",
                             Code::Unauthenticated,
                             &e.to_string(),

@@ -480,6 +480,18 @@ mod tests {
         fn name(&self) -> &'static str {
             "test"
         }
+        fn on_findings(&mut self, findings: &[Finding]) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} finding(s)", findings.len()));
+        }
+        fn on_agent(&mut self, t: &Target, present: bool, tier: Option<Tier>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("agent {} {present} {tier:?}", t.agent_id));
+        }
         fn on_response(&mut self, r: &Response) -> anyhow::Result<()> {
             self.0
                 .lock()
@@ -552,7 +564,56 @@ mod tests {
         );
         assert_eq!(
             *sink.lock().unwrap(),
-            ["None->Some(Contain)", "release a by alice+bob"]
+            [
+                "1 finding(s)",
+                "None->Some(Contain)",
+                "1 finding(s)",
+                "release a by alice+bob"
+            ]
+        );
+    }
+
+    fn announcement(agent: &str, removed: bool) -> Event {
+        let body = crate::event::AgentBody {
+            id: agent.into(),
+            class: "fraud".into(),
+            cgroup_path: format!("/agents/fraud/{agent}"),
+            slot: 0,
+        };
+        Event {
+            ts_ns: 1,
+            kind_id: 0,
+            cgroup_id: 9,
+            pid: 0,
+            tid: 0,
+            agent: Some(crate::event::AgentRef {
+                id: Arc::from(agent),
+                class: Arc::from("fraud"),
+            }),
+            truncated: false,
+            body: if removed {
+                Body::AgentRemoved(body)
+            } else {
+                Body::AgentAdded(body)
+            },
+        }
+    }
+
+    #[test]
+    fn sinks_hear_of_agents_coming_going_and_restored_containment() {
+        let (actions, sink) = (Log::default(), Log::default());
+        let mut r = responder(&actions, &sink);
+        r.on_event(&announcement("a", false));
+        assert_eq!(r.restore_contained(&[9], S), ["a"]);
+        r.on_event(&announcement("a", true));
+        r.on_event(&announcement("ghost", true));
+        assert_eq!(
+            *sink.lock().unwrap(),
+            [
+                "agent a true None",
+                "agent a true Some(Contain)",
+                "agent a false Some(Contain)"
+            ]
         );
     }
 
