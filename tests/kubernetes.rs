@@ -346,7 +346,7 @@ fn kube_yaml(api: &KubeApi, root: &Path, extra: &str) -> String {
     )
 }
 
-fn pid_events<'a>(lines: &'a [Value], pid: u32) -> Vec<&'a Value> {
+fn pid_events(lines: &[Value], pid: u32) -> Vec<&Value> {
     lines.iter().filter(|l| l["pid"] == pid).collect()
 }
 
