@@ -361,3 +361,81 @@ impl Pipeline {
         self.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use agent_monitor_common::{
+        AGENT_CLASS_LEN, AGENT_ID_LEN, AgentRecord, EventHeader, ExitEvent, PATH_LEN, kind,
+    };
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::*;
+    use crate::event::wire::{bytes_of, put_c_str};
+
+    fn header(kind: u16, cgroup_id: u64) -> EventHeader {
+        EventHeader {
+            kind,
+            flags: 0,
+            slot: 0,
+            ts_ns: 1,
+            cgroup_id,
+            tgid: 1,
+            tid: 1,
+        }
+    }
+
+    #[test]
+    fn attribution_counters_and_coverage_are_published_per_batch() {
+        let mut added = AgentRecord {
+            header: header(kind::AGENT_ADDED, 5),
+            id: [0; AGENT_ID_LEN],
+            class: [0; AGENT_CLASS_LEN],
+            cgroup_path: [0; PATH_LEN],
+        };
+        put_c_str(&mut added.id, "a");
+        put_c_str(&mut added.class, "fraud");
+        let exit = |cg| ExitEvent {
+            header: header(kind::EXIT, cg),
+            ..ExitEvent::default()
+        };
+        let mut batch = Batch::default();
+        batch.push(bytes_of(&added));
+        for cg in [5, 5, 5, 6] {
+            batch.push(bytes_of(&exit(cg)));
+        }
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let mut pipeline = Pipeline::default();
+        metrics::with_local_recorder(&recorder, || pipeline.process(&batch)).unwrap();
+        assert_eq!((pipeline.stats.attributed, pipeline.stats.unattributed), (3, 1));
+        let values: Vec<(String, Vec<String>, DebugValue)> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(k, _, _, v)| {
+                let key = k.key();
+                let labels = key.labels().map(|l| format!("{}={}", l.key(), l.value()));
+                (key.name().to_owned(), labels.collect(), v)
+            })
+            .collect();
+        let get = |name: &str, label: Option<&str>| {
+            values
+                .iter()
+                .find(|(n, l, _)| n == name && label.is_none_or(|x| l.iter().any(|y| y == x)))
+                .map(|(_, _, v)| v)
+        };
+        let counter = "agent_monitor_attribution_events_total";
+        assert_eq!(
+            get(counter, Some("result=attributed")),
+            Some(&DebugValue::Counter(3))
+        );
+        assert_eq!(
+            get(counter, Some("result=unattributed")),
+            Some(&DebugValue::Counter(1))
+        );
+        assert_eq!(
+            get("agent_monitor_attribution_coverage", None),
+            Some(&DebugValue::Gauge(0.75.into()))
+        );
+    }
+}
