@@ -70,5 +70,7 @@ fn build_release(root: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     if !status.success() {
         anyhow::bail!("building agent-monitor failed");
     }
-    Ok(root.join("target/release/agent-monitor"))
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    Ok(target.join("release/agent-monitor"))
 }
