@@ -3,7 +3,7 @@
 //!
 //! For each count, that many agent cgroups are created for real under a temporary parent
 //! (`<parent>/<class>/<agent-id>`, watched through the `watch` key), the release daemon is started
-//! on them in a memory cgroup of its own, and once every agent is announced its memory is read
+//! on them in a memory cgroup of its own, and once every agent is registered its memory is read
 //! from `/proc/<pid>/status` (VmRSS, VmHWM and the parts of RSS), from the `memlock` of its BPF
 //! map descriptors (kernel memory) and from its memory cgroup (everything the kernel charges to
 //! it, which is what a container memory limit counts). Read twice: with every agent idle, and
@@ -84,7 +84,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let report = json!({
         "method": "N agent cgroups created under a watched parent; release daemon (pinned to CPU 0, \
                    shipped rules and models, no pinning) in its own memory cgroup; memory read \
-                   once every agent is announced and again after every agent ran one process",
+                   once every agent is registered and again after every agent ran one process",
         "machine": machine()?,
         "runs": runs,
     });
@@ -123,16 +123,14 @@ fn measure(
     let config_arg = config.to_string_lossy().into_owned();
 
     let start = Instant::now();
-    let mut daemon = Daemon::start(root, bin, &config_arg, memcg)?;
-    let registered = daemon.wait_announced(n, Duration::from_secs(300));
+    let ready = work.join("ready");
+    let _ = std::fs::remove_file(&ready);
+    let mut daemon = Daemon::start(root, bin, &config_arg, &ready, memcg)?;
+    if let Err(e) = daemon.wait_ready(&ready, Duration::from_secs(300)) {
+        let _ = daemon.stop();
+        return Err(e);
+    }
     let register_secs = start.elapsed().as_secs_f64();
-    let registered = match registered {
-        Ok(()) => n,
-        Err(e) => {
-            daemon.stop()?;
-            return Err(e);
-        }
-    };
     // CPU while idle: rescans of the watched parent, counter snapshots of every agent.
     let cpu_before = cpu_seconds(daemon.child.id())?;
     std::thread::sleep(Duration::from_secs(opts.settle_secs));
@@ -150,9 +148,14 @@ fn measure(
     let activity_secs = activity_start.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(opts.settle_secs));
     let active = daemon.sample(memcg)?;
-    let lines = daemon.lines.load(Ordering::Relaxed);
     eprintln!("{n} agents, after activity: {active}");
     daemon.stop()?;
+    // The daemon's output is buffered: every announcement is in it once it has exited.
+    let lines = daemon.lines.load(Ordering::Relaxed);
+    let registered = daemon.announced.load(Ordering::Relaxed);
+    if registered != n as u64 {
+        bail!("the daemon announced {registered} of {n} agents");
+    }
 
     let startup = crate::capture::extra::startup(
         bin,
@@ -293,11 +296,18 @@ struct Daemon {
 impl Daemon {
     /// `run`s the daemon on CPU 0 in the memory cgroup, from the workspace root (so the shipped
     /// rules and models are loaded), and counts the agents it announces on its output.
-    fn start(root: &Path, bin: &Path, config: &str, memcg: &MemoryCgroup) -> anyhow::Result<Self> {
+    fn start(
+        root: &Path,
+        bin: &Path,
+        config: &str,
+        ready: &Path,
+        memcg: &MemoryCgroup,
+    ) -> anyhow::Result<Self> {
         let mut cmd = Command::new("taskset");
         cmd.args(["-c", "0"])
             .arg(bin)
-            .args(["run", "--config", config])
+            .args(["run", "--config", config, "--ready-file"])
+            .arg(ready)
             .current_dir(root)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped());
@@ -325,17 +335,16 @@ impl Daemon {
         })
     }
 
-    fn wait_announced(&mut self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+    /// Waits for the ready file: the programs are attached and every agent cgroup that existed
+    /// at start is registered (announced on the output, which is buffered).
+    fn wait_ready(&mut self, ready: &Path, timeout: Duration) -> anyhow::Result<()> {
         let start = Instant::now();
-        while self.announced.load(Ordering::Relaxed) < n as u64 {
+        while !ready.exists() {
             if let Some(status) = self.child.try_wait()? {
-                bail!("the daemon exited ({status}) before announcing {n} agents");
+                bail!("the daemon exited ({status}) before it was ready");
             }
             if start.elapsed() > timeout {
-                bail!(
-                    "{} of {n} agents announced after {timeout:?}",
-                    self.announced.load(Ordering::Relaxed)
-                );
+                bail!("the daemon was not ready after {timeout:?}");
             }
             std::thread::sleep(Duration::from_millis(10));
         }
