@@ -229,7 +229,8 @@ impl Report {
                 "      <system-out>{}</system-out>",
                 esc(&format!(
                     "mitre {}; detected {}; detectors {}; tier {}; detect {} ms; contain {} ms; \
-                     actions {}; held {:?}; release verified {:?}; false positives {:?}\n{}",
+                     actions {}; held {}; release verified {}; false positives log/rate_limit/contain \
+                     {}/{}/{}\n{}",
                     s.mitre.join(","),
                     s.detected,
                     s.detectors.join(","),
@@ -243,9 +244,11 @@ impl Report {
                         .map(|a| a.action.as_str())
                         .collect::<Vec<_>>()
                         .join(","),
-                    s.containment_held,
-                    s.release_verified,
-                    s.false_positives,
+                    yes_no(s.containment_held),
+                    yes_no(s.release_verified),
+                    s.false_positives.log,
+                    s.false_positives.rate_limit,
+                    s.false_positives.contain,
                     s.notes.join("\n")
                 ))
             );
@@ -383,6 +386,14 @@ impl Report {
         write("junit.xml", self.junit())?;
         write("report.html", self.html())?;
         Ok(())
+    }
+}
+
+fn yes_no(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "-",
     }
 }
 
