@@ -407,7 +407,10 @@ mod tests {
         let snapshotter = recorder.snapshotter();
         let mut pipeline = Pipeline::default();
         metrics::with_local_recorder(&recorder, || pipeline.process(&batch)).unwrap();
-        assert_eq!((pipeline.stats.attributed, pipeline.stats.unattributed), (3, 1));
+        assert_eq!(
+            (pipeline.stats.attributed, pipeline.stats.unattributed),
+            (3, 1)
+        );
         let values: Vec<(String, Vec<String>, DebugValue)> = snapshotter
             .snapshot()
             .into_vec()
