@@ -357,8 +357,10 @@ fn pod_containers_are_agents_late_pods_are_held_and_unknown_ones_are_findings() 
     api.put_pod(pod("pod-a", &uid(1), NODE, json!({CLASS: "fraud"})));
     let a = cgroups.dir(&container_dir(1));
     let tmp = tempfile::tempdir().unwrap();
+    // No periodic rescan during the test: new pod cgroups must be noticed as they are made
+    // (inotify), and a pod the API server reports must be resolved at once (the watch).
     let config = format!(
-        "watch: []\nrescan_interval_ms: 50\nsnapshot_interval_ms: 200\n\
+        "watch: []\nrescan_interval_ms: 60000\nsnapshot_interval_ms: 200\n\
          detection: {{models_dir: {0}/none, rules_dir: {0}/none}}\n{1}",
         tmp.path().display(),
         kube_yaml(

@@ -46,17 +46,23 @@ pub struct PodCgroup {
 /// Below a container cgroup, how deep its own cgroups are followed.
 const MAX_NESTED_DEPTH: usize = 4;
 
-/// Every container cgroup under `roots` (relative to `mount`) and the malformed paths met.
-pub fn discover(
-    mount: &Path,
-    roots: &[PathBuf],
-    pods: &dyn PodLookup,
-) -> (Vec<PodCgroup>, Vec<CgroupPathError>) {
+/// What a walk of the kubepods hierarchies found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub containers: Vec<PodCgroup>,
+    /// Directories met under the roots that fit no layout.
+    pub errors: Vec<CgroupPathError>,
+    /// The hierarchy's levels above the containers (roots, QoS levels, pods): where new
+    /// containers appear.
+    pub parents: Vec<PathBuf>,
+}
+
+/// Every container cgroup under `roots` (relative to `mount`).
+pub fn discover(mount: &Path, roots: &[PathBuf], pods: &dyn PodLookup) -> Scan {
     let mut walk = Walk {
         mount,
         pods,
-        found: Vec::new(),
-        errors: Vec::new(),
+        scan: Scan::default(),
         resolved: HashMap::new(),
     };
     for root in roots {
@@ -65,14 +71,13 @@ pub fn discover(
             walk.visit(&dir, 0);
         }
     }
-    (walk.found, walk.errors)
+    walk.scan
 }
 
 struct Walk<'a> {
     mount: &'a Path,
     pods: &'a dyn PodLookup,
-    found: Vec<PodCgroup>,
-    errors: Vec<CgroupPathError>,
+    scan: Scan,
     /// One lookup per pod per walk.
     resolved: HashMap<String, PodResolution>,
 }
@@ -90,7 +95,7 @@ impl Walk<'_> {
                         .entry(uid.clone())
                         .or_insert_with(|| pods.resolve(&uid))
                         .clone();
-                    self.found.push(PodCgroup {
+                    self.scan.containers.push(PodCgroup {
                         cgroup_id,
                         path: rel,
                         pod_uid: uid,
@@ -100,6 +105,7 @@ impl Walk<'_> {
                 (nested < MAX_NESTED_DEPTH, true)
             }
             Ok(Some(KubeCgroup::Root | KubeCgroup::Qos(_) | KubeCgroup::Pod { .. })) => {
+                self.scan.parents.push(dir.to_owned());
                 (true, false)
             }
             // A runtime helper, Docker outside Kubernetes, or an unrelated directory.
@@ -107,7 +113,7 @@ impl Walk<'_> {
                 (false, false)
             }
             Err(e) => {
-                self.errors.push(e);
+                self.scan.errors.push(e);
                 (false, false)
             }
         };
@@ -178,8 +184,11 @@ mod tests {
             },
         );
         let roots = [PathBuf::from("kubepods.slice"), PathBuf::from("kubepods")];
-        let (mut found, errors) = discover(m, &roots, &pods);
+        let scan = discover(m, &roots, &pods);
+        let (mut found, errors) = (scan.containers, scan.errors);
         found.sort_by(|a, b| a.path.cmp(&b.path));
+        // kubepods.slice, its QoS level, the pod; kubepods, besteffort, the pod.
+        assert_eq!(scan.parents.len(), 6, "{:?}", scan.parents);
         let summary: Vec<(&str, bool)> = found
             .iter()
             .map(|f| {

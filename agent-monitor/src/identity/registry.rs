@@ -76,6 +76,8 @@ pub struct AgentRegistry {
     pending: usize,
     /// Malformed kubepods paths already logged.
     logged: HashSet<String>,
+    /// Directories under which new pod containers appear, at the last rescan.
+    pod_parents: Vec<PathBuf>,
 }
 
 impl AgentRegistry {
@@ -90,6 +92,7 @@ impl AgentRegistry {
             pods: None,
             pending: 0,
             logged: HashSet::new(),
+            pod_parents: Vec::new(),
         }
     }
 
@@ -115,6 +118,11 @@ impl AgentRegistry {
     /// Cgroups monitored while their pod is not known.
     pub fn pending(&self) -> usize {
         self.pending
+    }
+
+    /// Where new pod containers appear (the kubepods levels above them), as of the last rescan.
+    pub fn pod_parents(&self) -> &[PathBuf] {
+        &self.pod_parents
     }
 
     pub fn is_pending(&self, cgroup_id: u64) -> bool {
@@ -284,14 +292,15 @@ impl AgentRegistry {
         let (Some(pods), Some(k8s)) = (&self.pods, &self.config.kubernetes) else {
             return not_agents;
         };
-        let (found, errors) = kubepods::discover(&self.mount, &k8s.cgroup_roots, pods.as_ref());
-        for e in errors {
+        let scan = kubepods::discover(&self.mount, &k8s.cgroup_roots, pods.as_ref());
+        self.pod_parents = scan.parents;
+        for e in scan.errors {
             // Logged once per path (bounded: a runaway tree cannot grow this without limit).
             if self.logged.len() < 4096 && self.logged.insert(e.path.clone()) {
                 log::warn!("not a pod cgroup layout, ignored: {e}");
             }
         }
-        for pc in found {
+        for pc in scan.containers {
             match pc.resolution {
                 PodResolution::Agent { id, class } => {
                     desired

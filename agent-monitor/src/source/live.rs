@@ -23,6 +23,7 @@ use tokio::{
 
 use super::{
     Batch, EventSource,
+    cgroup_watch::CgroupWatch,
     hold::{Hold, HoldOptions, HoldStats},
 };
 use crate::{
@@ -69,6 +70,8 @@ pub struct LiveSource {
     rescan: Interval,
     hold: Option<Hold>,
     identity_changed: Option<Arc<Notify>>,
+    /// New pod cgroups, noticed as they are made (with pod identity only).
+    cgroup_watch: Option<CgroupWatch>,
     /// Hold counts already published as metrics.
     published: HoldStats,
     /// Observability: drains and map reads reported to the probes, ring buffer fill sampled.
@@ -114,10 +117,19 @@ impl LiveSource {
             rescan: tick(opts.rescan_interval),
             hold: opts.hold.map(Hold::new),
             identity_changed: opts.identity_changed.clone(),
+            cgroup_watch: None,
             published: HoldStats::default(),
             health: None,
             fill: None,
         };
+        if opts.hold.is_some() {
+            match CgroupWatch::new() {
+                Ok(w) => source.cgroup_watch = Some(w),
+                Err(e) => log::warn!(
+                    "no inotify ({e}): new pod cgroups are found by the periodic rescan only"
+                ),
+            }
+        }
         source.rescan_now(initial)?;
         Ok(source)
     }
@@ -161,9 +173,23 @@ impl LiveSource {
     /// cgroup that resolved follow its announcement.
     pub fn rescan_now(&mut self, batch: &mut Batch) -> anyhow::Result<()> {
         let mut out = Batch::default();
-        let outcomes = self
-            .registry
-            .rescan(&mut self.snapshots, &mut out, clock::boot_ns())?;
+        let mut outcomes = Vec::new();
+        // A directory first watched now may already hold containers made before its watch:
+        // look again (a pod slice and its first container are made within microseconds).
+        for _ in 0..3 {
+            outcomes.extend(self.registry.rescan(
+                &mut self.snapshots,
+                &mut out,
+                clock::boot_ns(),
+            )?);
+            let watching_more = self
+                .cgroup_watch
+                .as_mut()
+                .is_some_and(|w| w.sync(self.registry.pod_parents()));
+            if !watching_more {
+                break;
+            }
+        }
         let Some(hold) = &mut self.hold else {
             append(batch, &out);
             return Ok(());
@@ -286,6 +312,10 @@ impl EventSource for LiveSource {
                 }
                 _ = self.rescan.tick() => self.rescan_now(batch)?,
                 () = notified(changed.as_deref()) => self.rescan_now(batch)?,
+                r = cgroups_changed(self.cgroup_watch.as_mut()) => {
+                    r?;
+                    self.rescan_now(batch)?;
+                }
             }
             self.hold_pending(batch);
             if !batch.is_empty() {
@@ -445,6 +475,14 @@ impl Snapshots {
 fn append(batch: &mut Batch, records: &Batch) {
     for r in records.iter() {
         batch.push(r);
+    }
+}
+
+/// Resolves when a watched cgroup directory changed; never without a watch.
+async fn cgroups_changed(watch: Option<&mut CgroupWatch>) -> std::io::Result<()> {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Where raw records come from: the kernel (live) or a trace file (replay). Both hand the
 //! pipeline the same bytes, so replay exercises decoding exactly as live capture does.
 
+mod cgroup_watch;
 pub mod hold;
 mod live;
 mod replay;
