@@ -458,6 +458,25 @@ fn pod_containers_are_agents_late_pods_are_held_and_unknown_ones_are_findings() 
     );
 }
 
+/// A SOC webhook receiver on loopback: the bodies of the tickets it got.
+fn soc_receiver() -> (String, Arc<std::sync::Mutex<Vec<Value>>>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/tickets", server.server_addr());
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for mut req in server.incoming_requests() {
+            let mut body = String::new();
+            let _ = std::io::Read::read_to_string(req.as_reader(), &mut body);
+            if let Ok(v) = serde_json::from_str(&body) {
+                sink.lock().unwrap().push(v);
+            }
+            let _ = req.respond(tiny_http::Response::empty(200));
+        }
+    });
+    (url, got)
+}
+
 fn release(config: &Path, agent: &str, approver: &str) -> String {
     let out = Command::new(BIN)
         .args(["release", agent, "--approver", approver, "--config"])
@@ -484,11 +503,16 @@ fn containment_creates_the_pods_network_policy_and_release_deletes_it() {
     std::thread::spawn(move || for _ in listener.incoming() {});
     let tmp = tempfile::tempdir().unwrap();
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+    let (soc, tickets) = soc_receiver();
+    let key = tmp.path().join("webhook.key");
+    fs::write(&key, b"test webhook key, at least 32 bytes long").unwrap();
     let config = format!(
         "watch: []\nrescan_interval_ms: 50\n\
-         detection: {{models_dir: {}/none, rules_dir: {}}}\n{}",
+         detection: {{models_dir: {0}/none, rules_dir: {1}}}\n\
+         webhook: {{url: '{soc}', key_file: {2}, outbox_dir: {0}/outbox, retry_initial_ms: 100}}\n{3}",
         tmp.path().display(),
         rules.display(),
+        key.display(),
         kube_yaml(&api, &cgroups.root, "network_policy: true")
     );
     let daemon = Daemon::start(tmp.path(), &config, None);
@@ -519,6 +543,26 @@ fn containment_creates_the_pods_network_policy_and_release_deletes_it() {
     assert_eq!(
         p["metadata"]["annotations"]["agent-monitor.io/agent-id"],
         "agents/pod-e"
+    );
+
+    // The SOC ticket names the pod and the node, and the policy among the actions.
+    let start = Instant::now();
+    while tickets.lock().unwrap().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no ticket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = tickets.lock().unwrap()[0].clone();
+    assert_eq!(
+        t["pod"],
+        json!({"namespace": "agents", "name": "pod-e", "uid": uid(5)}),
+        "{t:#}"
+    );
+    assert_eq!(t["node"], NODE);
+    assert!(
+        t["actions"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|x| x["action"] == "network_policy" && x["ok"] == true)),
+        "{t:#}"
     );
 
     // The default agent id has a '/': release works with it all the same.

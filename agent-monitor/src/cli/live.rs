@@ -184,15 +184,20 @@ pub fn restore_containment(pipeline: &mut Pipeline, containment: Option<&SharedC
     }
 }
 
+/// On Kubernetes (`kubernetes` configured): the pod watch, synced with the API server.
+pub async fn node(config: &Config) -> anyhow::Result<Option<Node>> {
+    Ok(match &config.kubernetes {
+        Some(k) => Some(Node::start(k).await?),
+        None => None,
+    })
+}
+
 pub async fn run(
     args: &LiveArgs,
     config: &Config,
     mut pipeline: Pipeline,
+    node: Option<Node>,
 ) -> anyhow::Result<ExitCode> {
-    let node = match &config.kubernetes {
-        Some(k) => Some(Node::start(k).await?),
-        None => None,
-    };
     let mut batch = Batch::default();
     let (mut source, containment) = start(config, &mut batch, &mut pipeline, node.as_ref())?;
     pipeline.process(&batch)?;

@@ -22,6 +22,7 @@ use agent_monitor::{
         rules::{RuleEngine, RuleSet},
     },
     ebpf::Platform,
+    k8s::{Node, ticket::PodContext},
     pipeline::Pipeline,
     respond::{
         audit::AuditLog,
@@ -189,7 +190,8 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
                 .with_json(live::json_out(output.as_deref())?)
                 .with_detection(detection)
                 .with_live_clock();
-            let mut pipeline = with_response(pipeline, &config, true)?;
+            let node = live::node(&config).await?;
+            let mut pipeline = with_response_on(pipeline, &config, true, node.as_ref())?;
             if let Some(path) = &record {
                 pipeline = pipeline.with_trace(live::trace_out(path)?);
             }
@@ -198,7 +200,7 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(obs) = &obs {
                 pipeline = obs.attach(pipeline);
             }
-            live::run(&live, &config, pipeline).await
+            live::run(&live, &config, pipeline, node).await
         }
         Command::Record {
             live,
@@ -214,7 +216,8 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(path) = &json {
                 pipeline = pipeline.with_json(live::json_out(Some(path))?);
             }
-            live::run(&live, &config, pipeline).await
+            let node = live::node(&config).await?;
+            live::run(&live, &config, pipeline, node).await
         }
         Command::Replay {
             trace,
@@ -329,6 +332,7 @@ fn detection(config: &Config) -> anyhow::Result<Detection> {
 fn responder(
     config: &Config,
     live: bool,
+    node: Option<&Node>,
 ) -> anyhow::Result<(Responder, Option<Arc<FlightRecorder>>)> {
     let mut responder = Responder::new(config.policy.clone());
     if let Ok(root) = agent_monitor::cgroup::v2_mount() {
@@ -351,6 +355,7 @@ fn responder(
         responder = responder.with_sink(Box::new(WebhookSink {
             webhook,
             _delivery: delivery,
+            pods: node.map(|n| PodContext::new(n.pods.clone(), n.name.clone())),
         }));
     }
     if let Some(revoke) = &config.revoke {
@@ -389,7 +394,17 @@ fn responder(
 
 /// Adds the response stage (and its flight recorder, when one is needed) to a pipeline.
 fn with_response(pipeline: Pipeline, config: &Config, live: bool) -> anyhow::Result<Pipeline> {
-    let (responder, flight) = responder(config, live)?;
+    with_response_on(pipeline, config, live, None)
+}
+
+/// The same on a Kubernetes node: tickets name the agent's pod and the node.
+fn with_response_on(
+    pipeline: Pipeline,
+    config: &Config,
+    live: bool,
+    node: Option<&Node>,
+) -> anyhow::Result<Pipeline> {
+    let (responder, flight) = responder(config, live, node)?;
     let pipeline = pipeline.with_responder(responder);
     Ok(match flight {
         Some(f) => pipeline.with_flight_recorder(f),

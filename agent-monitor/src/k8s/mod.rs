@@ -6,7 +6,8 @@
 //! - [`cache`]: the pods of this node, kept by [`watch`] from the API server and read by the
 //!   agent registry through [`crate::identity::PodLookup`];
 //! - [`netpol`]: a deny-all NetworkPolicy per contained pod, as an [`crate::respond::actuator::Actuator`];
-//! - [`pod_wide`]: the in-kernel actions on every container cgroup of a pod.
+//! - [`pod_wide`]: the in-kernel actions on every container cgroup of a pod;
+//! - [`ticket`]: the pod and node named in SOC tickets.
 
 pub mod cache;
 pub mod cgroup_path;
@@ -14,6 +15,7 @@ pub mod client;
 pub mod netpol;
 pub mod pod;
 pub mod pod_wide;
+pub mod ticket;
 pub mod watch;
 
 use std::{path::PathBuf, time::Duration};

@@ -261,7 +261,8 @@ impl NetworkPolicyActuator {
     }
 }
 
-fn pod_uid_of(path: &Path) -> Option<String> {
+/// The pod uid named by a container cgroup path.
+pub fn pod_uid_of(path: &Path) -> Option<String> {
     cgroup_path::parse(&path.to_string_lossy())
         .ok()
         .flatten()

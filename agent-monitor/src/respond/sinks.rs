@@ -97,6 +97,8 @@ pub struct WebhookSink {
     pub webhook: Webhook,
     /// Keeps the delivery thread running for the sink's life.
     pub _delivery: DeliveryHandle,
+    /// On Kubernetes: the agent's pod and the node, for the ticket.
+    pub pods: Option<crate::k8s::ticket::PodContext>,
 }
 
 impl ResponseSink for WebhookSink {
@@ -110,11 +112,18 @@ impl ResponseSink for WebhookSink {
             return Ok(());
         };
         let actions: Vec<ActionRecord> = r.actions.iter().map(action_record).collect();
+        let (pod, node) = self
+            .pods
+            .as_ref()
+            .map(|p| p.of(&r.target))
+            .unwrap_or_default();
         let context = TicketContext {
             rollback: vec![format!(
                 "agent-monitor release {} --approver <you>   # a containment needs a second, different approver",
                 r.target.agent_id
             )],
+            pod,
+            node,
             ..TicketContext::default()
         };
         self.webhook.submit(&r.findings, tier, &actions, context)?;
