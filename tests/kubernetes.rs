@@ -194,10 +194,10 @@ async fn pods_added_relabelled_and_deleted_through_the_watch_change_the_registry
     );
     assert!(reg.is_pending(cg_a));
     assert!(
-        api.requests()
-            .iter()
-            .any(|r| r.contains("watch=true") && r.contains("fieldSelector=spec.nodeName%3Dnode-1")),
-        "a watch with the node's field selector: {:?}",
+        api.requests().iter().any(|r| r.contains("watch=true")
+            && r.contains("allowWatchBookmarks=true")
+            && r.contains("fieldSelector=spec.nodeName%3Dnode-1")),
+        "a watch with bookmarks and the node's field selector: {:?}",
         api.requests()
     );
 }
