@@ -366,6 +366,7 @@ fn responding_config(dir: &Path, watch: &Path, pin: &Path, soc: Option<&str>) ->
         let status = Command::new(BIN)
             .args(["audit", "keygen", "--dir"])
             .arg(&keys)
+            .stdout(Stdio::null())
             .status()
             .unwrap();
         assert!(status.success());

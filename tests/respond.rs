@@ -186,3 +186,42 @@ fn a_contain_rule_denies_the_next_connect_until_two_approvers_release() {
     );
     let _ = std::fs::remove_dir_all(&pins);
 }
+
+/// The open that fires a `contain` rule wakes the daemon at once: with the daemon's own drain
+/// ticks a minute apart, the agent is contained while it sleeps after the offence, so its next
+/// connect already fails. Were the open batched, it would wait for a tick, or for the connect's
+/// own wakeup, by which time that connect has passed.
+#[test]
+fn an_open_that_fires_a_contain_rule_wakes_the_daemon_without_waiting_for_a_poll() {
+    let cgroups = TestCgroups::new("respond-wake");
+    let agent = cgroups.dir("agents/fraud/fraud-wake");
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || for _ in listener.incoming() {});
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+    let config = format!(
+        "watch: [{}]\nrescan_interval_ms: 50\npoll_interval_ms: 60000\nsnapshot_interval_ms: 60000\n\
+         detection:\n  models_dir: {}\n  rules_dir: {}\n",
+        cgroups.root.join("agents").display(),
+        tmp.path().join("no-models").display(),
+        rules.display(),
+    );
+    let daemon = Daemon::start(tmp.path(), &config, None);
+    let connect = format!("connect:127.0.0.1:{port}");
+    let (_, code) = workload_in(&agent, std::slice::from_ref(&connect));
+    assert_eq!(code, 0, "the agent connects before the offence");
+    let (_, code) = workload_in(
+        &agent,
+        &[
+            "read:/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+            "sleep:1000".into(),
+            connect,
+        ],
+    );
+    assert_ne!(
+        code, 0,
+        "contained during the sleep: the next connect fails"
+    );
+    daemon.stop();
+}

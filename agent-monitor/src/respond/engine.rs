@@ -9,13 +9,15 @@ use serde::Serialize;
 
 use super::{
     actuator::{ActionOutcome, Actuator, Target},
-    policy::{AgentState, Decision, PolicyConfig, Reason, decide},
+    policy::{AgentState, Decision, PolicyConfig, decide},
     release::Release,
 };
 use crate::{
     detect::{Finding, Tier},
     event::{Body, Event},
 };
+
+mod gone;
 
 /// One decision with its context: what a ticket and an audit entry are made of.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -256,70 +258,6 @@ impl Responder {
             }
         }
         out.append(&mut self.pending);
-        out
-    }
-
-    /// Drops what the actuators keep in force for cgroups that no longer exist (a contained
-    /// agent's cgroup removed: its pinned map entry would otherwise stay for ever). Each cgroup
-    /// dropped becomes a response (its tier to none, reason `cgroup_gone`) for the sinks (an
-    /// audit record) and for the next [`Responder::tick`]. When an agent is removed, at start
-    /// (before restoring) and at exit. A cgroup whose existence cannot be checked is kept.
-    pub fn forget_gone(&mut self, now_ns: u64) -> Vec<Response> {
-        let Some(root) = self.cgroup_root.clone() else {
-            return Vec::new();
-        };
-        let exists = |id: u64| crate::cgroup::exists(&root, id).unwrap_or(true);
-        let mut gone: Vec<(u64, Vec<ActionOutcome>)> = Vec::new();
-        for (_, actuator) in self.actuators.iter_mut().rev() {
-            for (cgroup_id, outcome) in actuator.forget_gone(&exists) {
-                match gone.iter_mut().find(|(c, _)| *c == cgroup_id) {
-                    Some((_, actions)) => actions.push(outcome),
-                    None => gone.push((cgroup_id, vec![outcome])),
-                }
-            }
-        }
-        let mut out = Vec::new();
-        for (cgroup_id, actions) in gone {
-            let agent = self
-                .targets
-                .iter()
-                .find(|(_, t)| t.cgroup_id == cgroup_id)
-                .map(|(a, _)| a.clone());
-            let from = agent
-                .as_ref()
-                .and_then(|a| self.states.remove(a))
-                .and_then(|s| s.tier);
-            let target = agent
-                .and_then(|a| self.targets.get(&a).cloned())
-                .unwrap_or_else(|| Target {
-                    agent_id: format!("cgroup-{cgroup_id}"),
-                    class: "unknown".into(),
-                    cgroup_id,
-                    cgroup_path: None,
-                });
-            log::warn!(
-                "{}: cgroup {cgroup_id} no longer exists; its containment is dropped",
-                target.agent_id
-            );
-            let response = Response {
-                target,
-                decision: Decision {
-                    from,
-                    to: None,
-                    reason: Reason::CgroupGone,
-                    ts_ns: now_ns,
-                },
-                findings: vec![],
-                actions,
-            };
-            for sink in &mut self.sinks {
-                if let Err(e) = sink.on_response(&response) {
-                    log::error!("{}: dropped containment not recorded: {e:#}", sink.name());
-                }
-            }
-            self.pending.push(response.clone());
-            out.push(response);
-        }
         out
     }
 

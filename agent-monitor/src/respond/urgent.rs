@@ -66,4 +66,18 @@ rules:
         );
         assert!(urgent_kinds(&RuleSet::default(), &PolicyConfig::default()).is_empty());
     }
+
+    #[test]
+    fn with_the_shipped_rules_opens_execs_and_connects_wake_the_reader_and_syscall_batches_do_not()
+    {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../rules");
+        let rules = RuleSet::load_dir(dir).expect("shipped rules");
+        let kinds = urgent_kinds(&rules, &PolicyConfig::default());
+        for k in [kind::OPEN, kind::EXEC, kind::CONNECT, kind::DNS_QUERY] {
+            assert!(kinds.contains(&k), "kind {k} in {kinds:?}");
+        }
+        for k in [kind::SYSCALL_BATCH, kind::FORK, kind::EXIT] {
+            assert!(!kinds.contains(&k), "kind {k} in {kinds:?}");
+        }
+    }
 }

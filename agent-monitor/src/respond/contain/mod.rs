@@ -12,6 +12,7 @@ mod view;
 mod tests;
 
 use std::{
+    io::ErrorKind,
     os::fd::AsFd as _,
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
@@ -180,8 +181,10 @@ impl Containment {
         for cgroup_id in gone {
             let before = self.policy(cgroup_id)?;
             out.push(self.set(Action::Release, cgroup_id, None, before, None)?);
+            // Counters only: a cgroup that was never refused anything has no row.
             match self.denials.remove(&cgroup_id) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(MapError::SyscallError(e)) if e.io_error.kind() == ErrorKind::NotFound => {}
                 Err(source) => {
                     return Err(ContainError::Map {
                         op: "remove denials",
