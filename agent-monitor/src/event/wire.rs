@@ -16,7 +16,12 @@ pub fn bytes_of<T: aya::Pod>(value: &T) -> &[u8] {
 /// The text before the first NUL of a fixed-size buffer, lossily decoded.
 pub fn c_str(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    let text = &bytes[..end];
+    // Valid UTF-8 (nearly every path) takes the fast validator; the lossy one walks chunk by chunk.
+    match std::str::from_utf8(text) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(text).into_owned(),
+    }
 }
 
 /// Copies `s` into a fixed-size buffer, NUL-terminated (cut if needed).
@@ -24,4 +29,16 @@ pub fn put_c_str(dst: &mut [u8], s: &str) {
     let n = s.len().min(dst.len().saturating_sub(1));
     dst[..n].copy_from_slice(&s.as_bytes()[..n]);
     dst[n..].fill(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::c_str;
+
+    #[test]
+    fn c_str_stops_at_nul_and_replaces_invalid_bytes() {
+        assert_eq!(c_str(b"/etc/passwd\0junk"), "/etc/passwd");
+        assert_eq!(c_str(b"no-nul"), "no-nul");
+        assert_eq!(c_str(b"/tmp/\xff\xfex\0"), "/tmp/\u{fffd}\u{fffd}x");
+    }
 }

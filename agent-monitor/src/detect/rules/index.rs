@@ -2,7 +2,9 @@
 //! agent class and event kind, and within a bucket each rule with a string or number test at
 //! the top of its condition (an "anchor") is reached through one GlobSet or hash lookup per
 //! field. Only the rules the anchors select, plus the rules without one, are evaluated, so the
-//! cost per event stays flat as the rule count grows.
+//! cost per event stays flat as the rule count grows. Paths and names repeat, while a GlobSet
+//! whose patterns need a regex costs far more than a hash probe, so each anchor remembers the
+//! glob hits of the strings it saw last.
 
 use std::collections::BTreeSet;
 
@@ -41,7 +43,20 @@ struct Anchor {
     /// Rule of each glob, by glob number.
     glob_rules: Vec<u32>,
     ints: HashMap<i128, Vec<u32>>,
+    recent: RecentHits,
 }
+
+/// Strings an anchor matched recently, with the rules their globs selected. Two generations of
+/// at most [`RECENT`] entries each: when the young one fills up, the old one is dropped and the
+/// young one takes its place, so the strings in use stay while memory stays bounded.
+#[derive(Default)]
+struct RecentHits {
+    young: HashMap<Box<str>, Box<[u32]>>,
+    old: HashMap<Box<str>, Box<[u32]>>,
+}
+
+/// Entries per generation of [`RecentHits`].
+const RECENT: usize = 512;
 
 /// Reusable buffers, so that lookups do not allocate.
 #[derive(Default)]
@@ -105,6 +120,7 @@ impl Index {
                     globs,
                     glob_rules: p.glob_rules,
                     ints: p.ints,
+                    recent: RecentHits::default(),
                 });
             }
         }
@@ -116,18 +132,18 @@ impl Index {
     }
 
     /// Fills `scratch.candidates` with the rules that may match, in rule order.
-    pub fn candidates(&self, kind: Kind, cx: &Ctx<'_>, scratch: &mut Scratch) {
+    pub fn candidates(&mut self, kind: Kind, cx: &Ctx<'_>, scratch: &mut Scratch) {
         let row = self.rows.get(cx.class).copied().unwrap_or(self.default_row);
         let out = &mut scratch.candidates;
         out.clear();
-        let Some(bucket) = self.buckets.get(row * KIND_COUNT + kind.index()) else {
+        let Some(bucket) = self.buckets.get_mut(row * KIND_COUNT + kind.index()) else {
             return;
         };
         out.extend_from_slice(&bucket.always);
         if bucket.anchors.is_empty() {
             return;
         }
-        for a in &bucket.anchors {
+        for a in &mut bucket.anchors {
             a.collect(cx.get(a.field), out, &mut scratch.glob_hits);
         }
         out.sort_unstable();
@@ -136,13 +152,23 @@ impl Index {
 }
 
 impl Anchor {
-    fn collect(&self, value: Value<'_>, out: &mut Vec<u32>, hits: &mut Vec<usize>) {
+    fn collect(&mut self, value: Value<'_>, out: &mut Vec<u32>, hits: &mut Vec<usize>) {
         match value {
             Value::Str(s) => {
-                if !self.globs.is_empty() {
-                    self.globs.matches_into(s, hits);
-                    out.extend(hits.iter().filter_map(|g| self.glob_rules.get(*g)));
+                if self.globs.is_empty() {
+                    return;
                 }
+                if self.recent.extend(s, out) {
+                    return;
+                }
+                self.globs.matches_into(s, hits);
+                let rules: Box<[u32]> = hits
+                    .iter()
+                    .filter_map(|g| self.glob_rules.get(*g))
+                    .copied()
+                    .collect();
+                out.extend_from_slice(&rules);
+                self.recent.insert(s, rules);
             }
             Value::Int(i) => {
                 if let Some(rules) = self.ints.get(&i) {
@@ -161,6 +187,33 @@ impl Anchor {
             }
             Value::Bool(_) | Value::Addr(_) | Value::Missing => {}
         }
+    }
+}
+
+impl RecentHits {
+    /// Appends the rules remembered for `s` to `out`; `false` if `s` is not remembered.
+    fn extend(&mut self, s: &str, out: &mut Vec<u32>) -> bool {
+        if let Some(rules) = self.young.get(s) {
+            out.extend_from_slice(rules);
+            return true;
+        }
+        let Some((key, rules)) = self.old.remove_entry(s) else {
+            return false;
+        };
+        out.extend_from_slice(&rules);
+        self.insert_entry(key, rules);
+        true
+    }
+
+    fn insert(&mut self, s: &str, rules: Box<[u32]>) {
+        self.insert_entry(s.into(), rules);
+    }
+
+    fn insert_entry(&mut self, key: Box<str>, rules: Box<[u32]>) {
+        if self.young.len() >= RECENT {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(key, rules);
     }
 }
 
