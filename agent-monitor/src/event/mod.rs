@@ -9,11 +9,30 @@ use serde::{Deserialize, Serialize};
 
 pub use decode::{DecodeError, decode, syscall_name};
 
-/// Who an event belongs to.
+/// Who an event belongs to: one shared allocation, so that attributing an event costs a single
+/// reference-count increment. Reads as its [`AgentIds`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentRef {
+#[serde(transparent)]
+pub struct AgentRef(Arc<AgentIds>);
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentIds {
     pub id: Arc<str>,
     pub class: Arc<str>,
+}
+
+impl AgentRef {
+    pub fn new(id: Arc<str>, class: Arc<str>) -> Self {
+        Self(Arc::new(AgentIds { id, class }))
+    }
+}
+
+impl std::ops::Deref for AgentRef {
+    type Target = AgentIds;
+
+    fn deref(&self) -> &AgentIds {
+        &self.0
+    }
 }
 
 /// One decoded event. Serialised as one JSON object per line, the body's fields inline.

@@ -27,10 +27,7 @@ impl Identities {
             Body::AgentAdded(a) => {
                 self.by_cgroup.insert(
                     event.cgroup_id,
-                    AgentRef {
-                        id: Arc::from(a.id.as_str()),
-                        class: Arc::from(a.class.as_str()),
-                    },
+                    AgentRef::new(Arc::from(a.id.as_str()), Arc::from(a.class.as_str())),
                 );
             }
             Body::AgentRemoved(_) => {

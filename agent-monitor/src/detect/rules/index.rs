@@ -20,6 +20,7 @@ use super::{
     matcher::{self, Matcher, Test},
     rule::Rule,
 };
+use crate::detect::recent::RecentMemo;
 
 pub(crate) struct Index {
     /// Classes some rule names; each has its own row of buckets.
@@ -43,19 +44,11 @@ struct Anchor {
     /// Rule of each glob, by glob number.
     glob_rules: Vec<u32>,
     ints: HashMap<i128, Vec<u32>>,
-    recent: RecentHits,
+    /// The rules each recently seen string's globs selected.
+    recent: RecentMemo<Box<[u32]>>,
 }
 
-/// Strings an anchor matched recently, with the rules their globs selected. Two generations of
-/// at most [`RECENT`] entries each: when the young one fills up, the old one is dropped and the
-/// young one takes its place, so the strings in use stay while memory stays bounded.
-#[derive(Default)]
-struct RecentHits {
-    young: HashMap<Box<str>, Box<[u32]>>,
-    old: HashMap<Box<str>, Box<[u32]>>,
-}
-
-/// Entries per generation of [`RecentHits`].
+/// Distinct strings per generation of an anchor's memo of glob hits.
 const RECENT: usize = 512;
 
 /// Reusable buffers, so that lookups do not allocate.
@@ -120,7 +113,7 @@ impl Index {
                     globs,
                     glob_rules: p.glob_rules,
                     ints: p.ints,
-                    recent: RecentHits::default(),
+                    recent: RecentMemo::new(RECENT),
                 });
             }
         }
@@ -158,17 +151,16 @@ impl Anchor {
                 if self.globs.is_empty() {
                     return;
                 }
-                if self.recent.extend(s, out) {
-                    return;
-                }
-                self.globs.matches_into(s, hits);
-                let rules: Box<[u32]> = hits
-                    .iter()
-                    .filter_map(|g| self.glob_rules.get(*g))
-                    .copied()
-                    .collect();
-                out.extend_from_slice(&rules);
-                self.recent.insert(s, rules);
+                let (globs, glob_rules) = (&self.globs, &self.glob_rules);
+                let hit_rules = || {
+                    globs.matches_into(s, hits);
+                    hits.iter()
+                        .filter_map(|g| glob_rules.get(*g))
+                        .copied()
+                        .collect()
+                };
+                self.recent
+                    .with(s, hit_rules, |rules| out.extend_from_slice(rules));
             }
             Value::Int(i) => {
                 if let Some(rules) = self.ints.get(&i) {
@@ -187,33 +179,6 @@ impl Anchor {
             }
             Value::Bool(_) | Value::Addr(_) | Value::Missing => {}
         }
-    }
-}
-
-impl RecentHits {
-    /// Appends the rules remembered for `s` to `out`; `false` if `s` is not remembered.
-    fn extend(&mut self, s: &str, out: &mut Vec<u32>) -> bool {
-        if let Some(rules) = self.young.get(s) {
-            out.extend_from_slice(rules);
-            return true;
-        }
-        let Some((key, rules)) = self.old.remove_entry(s) else {
-            return false;
-        };
-        out.extend_from_slice(&rules);
-        self.insert_entry(key, rules);
-        true
-    }
-
-    fn insert(&mut self, s: &str, rules: Box<[u32]>) {
-        self.insert_entry(s.into(), rules);
-    }
-
-    fn insert_entry(&mut self, key: Box<str>, rules: Box<[u32]>) {
-        if self.young.len() >= RECENT {
-            self.old = std::mem::take(&mut self.young);
-        }
-        self.young.insert(key, rules);
     }
 }
 
