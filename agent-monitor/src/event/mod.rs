@@ -7,7 +7,7 @@ use std::{net::IpAddr, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
-pub use decode::{DecodeError, decode, syscall_name};
+pub use decode::{DecodeError, Decoder, decode, syscall_name};
 
 /// Who an event belongs to: one shared allocation, so that attributing an event costs a single
 /// reference-count increment. Reads as its [`AgentIds`].
@@ -24,6 +24,11 @@ pub struct AgentIds {
 impl AgentRef {
     pub fn new(id: Arc<str>, class: Arc<str>) -> Self {
         Self(Arc::new(AgentIds { id, class }))
+    }
+
+    /// The same reference (not merely equal names).
+    pub fn same(&self, other: &AgentRef) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -52,6 +57,22 @@ pub struct Event {
     pub truncated: bool,
     #[serde(flatten)]
     pub body: Body,
+}
+
+impl Event {
+    /// An empty event for a [`Decoder`] to decode into.
+    pub fn blank() -> Event {
+        Event {
+            ts_ns: 0,
+            kind_id: 0,
+            cgroup_id: 0,
+            pid: 0,
+            tid: 0,
+            agent: None,
+            truncated: false,
+            body: Body::Exit { code: None },
+        }
+    }
 }
 
 /// A network endpoint.

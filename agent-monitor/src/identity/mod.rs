@@ -21,7 +21,7 @@ pub struct Identities {
 }
 
 impl Identities {
-    /// Updates the table from agent announcements and fills `event.agent`.
+    /// Updates the table from agent announcements and sets `event.agent`.
     pub fn attribute(&mut self, event: &mut Event) {
         match &event.body {
             Body::AgentAdded(a) => {
@@ -37,7 +37,17 @@ impl Identities {
             }
             _ => {}
         }
-        event.agent = self.by_cgroup.get(&event.cgroup_id).cloned();
+        let known = self.by_cgroup.get(&event.cgroup_id);
+        // A reused event usually still holds this agent (consecutive events mostly come from
+        // the same one): keep the reference rather than swap it for a copy of itself.
+        let held = match (&event.agent, known) {
+            (Some(a), Some(b)) => a.same(b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !held {
+            event.agent = known.cloned();
+        }
     }
 
     pub fn len(&self) -> usize {
