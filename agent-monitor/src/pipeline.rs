@@ -5,7 +5,7 @@ use std::io::Write;
 
 use crate::{
     detect::{Finding, engine::Detection},
-    event::{Body, Event, decode},
+    event::{Body, Decoder, Event},
     identity::Identities,
     respond::engine::{Responder, Response},
     source::{Batch, EventSource},
@@ -30,6 +30,9 @@ pub struct Stats {
 
 #[derive(Default)]
 pub struct Pipeline {
+    decoder: Decoder,
+    /// The event every record is decoded into, kept between batches with its buffers.
+    event: Option<Event>,
     identities: Identities,
     json: Option<Box<dyn Write + Send>>,
     trace: Option<TraceWriter<Box<dyn Write + Send>>>,
@@ -167,13 +170,14 @@ impl Pipeline {
     }
 
     pub fn process(&mut self, batch: &Batch) -> anyhow::Result<()> {
+        let mut event = self.event.take().unwrap_or_else(Event::blank);
         for record in batch.iter() {
             self.stats.records += 1;
             if let Some(trace) = &mut self.trace {
                 trace.write(record)?;
             }
-            match decode(record) {
-                Ok(mut event) => {
+            match self.decoder.decode_into(record, &mut event) {
+                Ok(()) => {
                     self.identities.attribute(&mut event);
                     self.observe(&event);
                     if let Some(out) = &mut self.json {
@@ -203,6 +207,7 @@ impl Pipeline {
                 }
             }
         }
+        self.event = Some(event);
         let now = self.live_clock.then(crate::clock::boot_ns);
         if let Some(d) = &mut self.detection {
             d.tick(now, &mut self.findings);

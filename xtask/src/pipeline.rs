@@ -59,8 +59,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     if !trace.exists() {
         record(&root, &trace, opts.record_secs)?;
     }
-    let records = load(&trace)?;
-    eprintln!("{} records in {}", records.len(), trace.display());
+    let mut held = load(&trace)?;
+    let records = held.records();
+    eprintln!("{records} records in {}", trace.display());
     let config = Config::embedded();
     // The shipped class models: what is measured is the cost of scoring with them.
     let models = root.join("models");
@@ -114,7 +115,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
     for round in 1..=opts.rounds {
         for (setup, xs) in setups.iter().zip(&mut samples) {
-            let rate = events_per_cpu_second(&records, opts.events, (setup.make)()?)?;
+            let rate = events_per_cpu_second(&mut held, opts.events, (setup.make)()?)?;
             eprintln!(
                 "round {round}: {:<24} {:>6.2} M events/CPU-s, {:>6.0} ns/event",
                 setup.name,
@@ -168,7 +169,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
     let report = json!({
         "method": "trace of the representative agents held in memory, fed through Pipeline::process (no output sinks); this thread's CPU time; every configuration measured once per round, in turn; median over rounds",
-        "records_in_trace": records.len(),
+        "records_in_trace": records,
         "events_per_measurement": opts.events,
         "rounds": opts.rounds,
         "events_per_cpu_second": per_second,
@@ -201,58 +202,84 @@ fn record(root: &Path, trace: &Path, secs: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load(trace: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
-    let mut reader = TraceReader::open(trace).with_context(|| trace.display().to_string())?;
-    let mut records = Vec::new();
-    let mut buf = Vec::new();
-    while reader.next_into(&mut buf)? {
-        records.push(buf.clone());
-    }
-    Ok(records)
+/// The trace's records in batches of 4096, as a source hands them over, with each record's
+/// original timestamp.
+struct Held {
+    batches: Vec<Batch>,
+    stamps: Vec<Vec<u64>>,
 }
 
-/// Feeds `events` records through a pipeline, shifting timestamps by the trace's span on every
-/// pass, and returns events per second of this thread's CPU time.
+impl Held {
+    fn records(&self) -> usize {
+        self.batches.iter().map(Batch::len).sum()
+    }
+}
+
+fn load(trace: &Path) -> anyhow::Result<Held> {
+    let mut reader = TraceReader::open(trace).with_context(|| trace.display().to_string())?;
+    let mut held = Held {
+        batches: Vec::new(),
+        stamps: Vec::new(),
+    };
+    let mut batch = Batch::default();
+    let mut buf = Vec::new();
+    loop {
+        let more = reader.next_into(&mut buf)?;
+        if more {
+            batch.push(&buf);
+        }
+        if batch.len() == 4096 || (!more && !batch.is_empty()) {
+            held.stamps.push(batch.iter().map(ts).collect());
+            held.batches.push(std::mem::take(&mut batch));
+        }
+        if !more {
+            return Ok(held);
+        }
+    }
+}
+
+const TS: std::ops::Range<usize> = 8..16;
+
+fn ts(record: &[u8]) -> u64 {
+    record
+        .get(TS)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// Feeds `events` records through a pipeline and returns events per second of this thread's
+/// CPU time. The batches are replayed as often as needed; before every pass their timestamps
+/// are set, in place, to the original ones moved on by the trace's span per pass, so windows
+/// keep moving forward and every measurement sees the same events.
 fn events_per_cpu_second(
-    records: &[Vec<u8>],
+    held: &mut Held,
     events: u64,
     detection: Option<Detection>,
 ) -> anyhow::Result<f64> {
-    const TS: std::ops::Range<usize> = 8..16;
-    let ts = |r: &[u8]| {
-        r.get(TS)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u64::from_le_bytes)
-    };
-    let first = records.first().map_or(0, |r| ts(r));
-    let span = records.last().map_or(0, |r| ts(r)).saturating_sub(first) + 1_000_000_000;
+    let first = held.stamps.first().and_then(|s| s.first()).copied();
+    let last = held.stamps.last().and_then(|s| s.last()).copied();
+    let span = last.unwrap_or(0).saturating_sub(first.unwrap_or(0)) + 1_000_000_000;
     let mut pipeline = Pipeline::default();
     if let Some(d) = detection {
         pipeline = pipeline.with_detection(d);
     }
-    let mut batch = Batch::default();
-    let mut record = Vec::new();
     let mut fed = 0u64;
-    let mut pass = 0u64;
+    let mut shift = 0u64;
     let start = thread_cpu_ns();
     'outer: loop {
-        for chunk in records.chunks(4096) {
-            batch.clear();
-            for r in chunk {
-                record.clear();
-                record.extend_from_slice(r);
-                if let Some(t) = record.get_mut(TS) {
-                    t.copy_from_slice(&(ts(r) + pass * span).to_le_bytes());
+        for (batch, stamps) in held.batches.iter_mut().zip(&held.stamps) {
+            for (record, t) in batch.iter_mut().zip(stamps) {
+                if let Some(dst) = record.get_mut(TS) {
+                    dst.copy_from_slice(&(t + shift).to_le_bytes());
                 }
-                batch.push(&record);
             }
-            pipeline.process(&batch)?;
-            fed += chunk.len() as u64;
+            pipeline.process(batch)?;
+            fed += batch.len() as u64;
             if fed >= events {
                 break 'outer;
             }
         }
-        pass += 1;
+        shift += span;
     }
     pipeline.finish()?;
     let cpu = (thread_cpu_ns() - start) as f64 / 1e9;

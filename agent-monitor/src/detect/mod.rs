@@ -4,6 +4,7 @@
 pub mod anomaly;
 pub mod baseline;
 pub mod engine;
+pub mod recent;
 pub mod rules;
 pub mod sequence;
 pub mod training;

@@ -331,6 +331,47 @@ impl ThreadScorer {
     }
 }
 
+/// A [`SurpriseModel`] with a memo of per-n-gram surprises, for scoring many sequences (a
+/// window's threads) under one model. With a full context, the surprise of an event depends only
+/// on the last `order` ids, and syscall streams repeat a few of those n-grams over and over: each
+/// distinct one is computed once. Results are bit-identical to [`SurpriseModel::surprise`].
+pub struct MemoSurprise<'a> {
+    model: &'a SurpriseModel,
+    memo: HashMap<[u16; MAX_N], f64>,
+}
+
+impl<'a> MemoSurprise<'a> {
+    #[must_use]
+    pub fn new(model: &'a SurpriseModel) -> Self {
+        Self {
+            model,
+            memo: HashMap::new(),
+        }
+    }
+
+    /// [`SurpriseModel::surprise`] of `seq`.
+    pub fn surprise(&mut self, seq: &[u16]) -> f64 {
+        if seq.is_empty() {
+            return 0.0;
+        }
+        let order = self.model.order;
+        let (model, memo) = (self.model, &mut self.memo);
+        (0..seq.len())
+            .map(|i| {
+                if i + 1 < order {
+                    return model.event_surprise(seq, i);
+                }
+                let mut key = [0; MAX_N];
+                key[..order].copy_from_slice(&seq[i + 1 - order..=i]);
+                *memo
+                    .entry(key)
+                    .or_insert_with(|| model.event_surprise(seq, i))
+            })
+            .sum::<f64>()
+            / seq.len() as f64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,6 +412,37 @@ mod tests {
         let novel = flags.iter().flatten().filter(|&&b| b).count();
         assert_eq!(novel, m.novelty(&live).novel);
         assert!(m.known_hashes().contains(&ngram_hash(&[5, 6, 7])));
+    }
+
+    #[test]
+    fn memo_surprise_is_bit_identical() {
+        // A repetitive stream with a few deviations, as syscall streams are.
+        let seq: Vec<u16> = (0..2000u32)
+            .map(|i| {
+                if i % 97 == 0 {
+                    40 + (i % 7) as u16
+                } else {
+                    (i % 5) as u16
+                }
+            })
+            .collect();
+        for order in [1, 3, 6] {
+            let m = SurpriseModel::train([&seq[..1000]], SurpriseParams { order });
+            let mut memo = MemoSurprise::new(&m);
+            for part in [
+                &seq[..],
+                &seq[1000..],
+                &seq[..4],
+                &[][..],
+                &[99, 98, 0, 1, 2][..],
+            ] {
+                assert_eq!(
+                    memo.surprise(part).to_bits(),
+                    m.surprise(part).to_bits(),
+                    "order {order}"
+                );
+            }
+        }
     }
 
     #[test]

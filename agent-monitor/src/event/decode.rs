@@ -1,4 +1,9 @@
 //! Raw record bytes -> [`Event`]. Dispatch is by the stable kind number in the header.
+//!
+//! The pipeline decodes every record into one reused [`Event`] through a [`Decoder`], which
+//! keeps the text and id buffers of earlier events for the next ones: in steady state a record
+//! costs no allocation, and the event's agent reference stays in place while consecutive events
+//! come from the same agent (most do).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -23,167 +28,243 @@ pub enum DecodeError {
 const CLONE_THREAD: u64 = 0x10000;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
+/// Spare text buffers a [`Decoder`] keeps (a rename or an agent record needs up to three).
+const SPARE_STRINGS: usize = 4;
 
 /// Decodes one raw record. The agent is left `None`: the identity stage fills it.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
-    let header: EventHeader = wire::read(bytes).ok_or(DecodeError::Short { len: bytes.len() })?;
-    let want = record_len(header.kind).ok_or(DecodeError::UnknownKind { kind: header.kind })?;
-    if bytes.len() < want {
-        return Err(DecodeError::Length {
-            kind: header.kind,
-            want,
-            len: bytes.len(),
-        });
+    let mut event = Event::blank();
+    Decoder::default().decode_into(bytes, &mut event)?;
+    Ok(event)
+}
+
+/// Decodes records into a reused event, recycling the buffers of the event it overwrites.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    /// Cleared text buffers of earlier events, for the next paths and names.
+    strings: Vec<String>,
+    /// The id buffer of an earlier syscall batch.
+    ids: Vec<u16>,
+}
+
+impl Decoder {
+    /// Decodes `bytes` into `event`, replacing everything but `event.agent`, which the identity
+    /// stage then confirms or replaces. On error `event` is unchanged.
+    pub fn decode_into(&mut self, bytes: &[u8], event: &mut Event) -> Result<(), DecodeError> {
+        let header: EventHeader =
+            wire::read(bytes).ok_or(DecodeError::Short { len: bytes.len() })?;
+        let want = record_len(header.kind).ok_or(DecodeError::UnknownKind { kind: header.kind })?;
+        if bytes.len() < want {
+            return Err(DecodeError::Length {
+                kind: header.kind,
+                want,
+                len: bytes.len(),
+            });
+        }
+        // Lengths were checked above, so every `read` below succeeds.
+        let body = match header.kind {
+            kind::SYSCALL_BATCH => self.syscall_batch(&read(bytes)),
+            kind::SYSCALL_COUNT => {
+                let e: SyscallCount = read(bytes);
+                Body::SyscallCount {
+                    nr: e.nr,
+                    name: syscalls::Sysno::new(e.nr as usize).map(|s| {
+                        let mut name = self.string();
+                        name.push_str(s.name());
+                        name
+                    }),
+                    count: e.count,
+                }
+            }
+            kind::EXEC => self.exec(&read(bytes)),
+            kind::FORK => {
+                let e: ForkEvent = read(bytes);
+                Body::Fork {
+                    child: e.ret,
+                    thread: e.clone_flags & CLONE_THREAD != 0,
+                    clone_flags: e.clone_flags,
+                }
+            }
+            kind::EXIT => {
+                let e: ExitEvent = read(bytes);
+                Body::Exit {
+                    code: (header.flags & HDR_FLAG_NO_EXIT_CODE == 0).then_some(e.exit_code),
+                }
+            }
+            kind::OPEN | kind::UNLINK | kind::CHMOD | kind::CHOWN => self.path_op(&read(bytes)),
+            kind::RENAME => {
+                let e: RenameEvent = read(bytes);
+                Body::Rename {
+                    old_path: self.text(&e.old_path),
+                    new_path: self.text(&e.new_path),
+                    ret: e.ret,
+                }
+            }
+            kind::CONNECT | kind::ACCEPT | kind::BIND | kind::UDP_SEND => sock(read(bytes)),
+            kind::DNS_QUERY => {
+                let e: DnsEvent = read(bytes);
+                let len = usize::from(e.query_len).min(e.query.len());
+                Body::DnsQuery {
+                    name: dns_name(&e.query[..len]),
+                    server: endpoint(e.family, e.addr, e.port),
+                    cookie: e.cookie,
+                }
+            }
+            kind::FLOW_BYTES => {
+                let e: FlowBytes = read(bytes);
+                Body::FlowBytes {
+                    cookie: e.cookie,
+                    bytes_out: e.bytes_out,
+                    bytes_in: e.bytes_in,
+                    packets_out: e.packets_out,
+                    packets_in: e.packets_in,
+                }
+            }
+            kind::LOST => {
+                let e: LostEvent = read(bytes);
+                Body::Lost {
+                    cpu: e.cpu,
+                    count: e.count,
+                }
+            }
+            kind::AGENT_ADDED | kind::AGENT_REMOVED => {
+                let e: AgentRecord = read(bytes);
+                let agent = AgentBody {
+                    id: self.text(&e.id),
+                    class: self.text(&e.class),
+                    cgroup_path: self.text(&e.cgroup_path),
+                    slot: header.slot,
+                };
+                if header.kind == kind::AGENT_ADDED {
+                    Body::AgentAdded(agent)
+                } else {
+                    Body::AgentRemoved(agent)
+                }
+            }
+            other => return Err(DecodeError::UnknownKind { kind: other }),
+        };
+        self.recycle(std::mem::replace(&mut event.body, body));
+        event.ts_ns = header.ts_ns;
+        event.kind_id = header.kind;
+        event.cgroup_id = header.cgroup_id;
+        event.pid = header.tgid;
+        event.tid = header.tid;
+        event.truncated = header.flags & HDR_FLAG_TRUNCATED != 0;
+        Ok(())
     }
-    // Lengths were checked above, so every `read` below succeeds.
-    let body = match header.kind {
-        kind::SYSCALL_BATCH => syscall_batch(read(bytes)),
-        kind::SYSCALL_COUNT => {
-            let e: SyscallCount = read(bytes);
-            Body::SyscallCount {
-                nr: e.nr,
-                name: syscall_name(e.nr),
-                count: e.count,
-            }
-        }
-        kind::EXEC => exec(read(bytes)),
-        kind::FORK => {
-            let e: ForkEvent = read(bytes);
-            Body::Fork {
-                child: e.ret,
-                thread: e.clone_flags & CLONE_THREAD != 0,
-                clone_flags: e.clone_flags,
-            }
-        }
-        kind::EXIT => {
-            let e: ExitEvent = read(bytes);
-            Body::Exit {
-                code: (header.flags & HDR_FLAG_NO_EXIT_CODE == 0).then_some(e.exit_code),
-            }
-        }
-        kind::OPEN | kind::UNLINK | kind::CHMOD | kind::CHOWN => path_op(read(bytes)),
-        kind::RENAME => {
-            let e: RenameEvent = read(bytes);
+
+    /// A cleared text buffer.
+    fn string(&mut self) -> String {
+        self.strings.pop().unwrap_or_default()
+    }
+
+    /// The text before the first NUL of a fixed-size buffer, in a recycled buffer.
+    fn text(&mut self, bytes: &[u8]) -> String {
+        let mut s = self.string();
+        wire::push_c_str(&mut s, bytes);
+        s
+    }
+
+    /// Keeps the buffers of a body that is being overwritten.
+    fn recycle(&mut self, body: Body) {
+        match body {
+            Body::Open { path, .. }
+            | Body::Unlink { path, .. }
+            | Body::Chmod { path, .. }
+            | Body::Chown { path, .. } => self.keep(path),
             Body::Rename {
-                old_path: wire::c_str(&e.old_path),
-                new_path: wire::c_str(&e.new_path),
+                old_path, new_path, ..
+            } => {
+                self.keep(old_path);
+                self.keep(new_path);
+            }
+            Body::Exec { filename, .. } => self.keep(filename),
+            Body::SyscallCount {
+                name: Some(name), ..
+            }
+            | Body::DnsQuery { name, .. } => self.keep(name),
+            Body::AgentAdded(a) | Body::AgentRemoved(a) => {
+                self.keep(a.id);
+                self.keep(a.class);
+                self.keep(a.cgroup_path);
+            }
+            Body::Syscalls { ids } => {
+                if ids.capacity() > self.ids.capacity() {
+                    self.ids = ids;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn keep(&mut self, mut s: String) {
+        if self.strings.len() < SPARE_STRINGS {
+            s.clear();
+            self.strings.push(s);
+        }
+    }
+
+    fn syscall_batch(&mut self, e: &SyscallBatch) -> Body {
+        let n = (e.count as usize).min(e.ids.len());
+        let mut ids = std::mem::take(&mut self.ids);
+        ids.clear();
+        ids.extend_from_slice(&e.ids[..n]);
+        Body::Syscalls { ids }
+    }
+
+    fn exec(&mut self, e: &ExecEvent) -> Body {
+        let used = (e.argv_len as usize).min(e.argv.len());
+        let argv = e.argv[..used]
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .take(e.argc as usize)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        Body::Exec {
+            filename: self.text(&e.filename),
+            argv,
+            uid: e.uid,
+            gid: e.gid,
+            ret: e.ret,
+        }
+    }
+
+    fn path_op(&mut self, e: &PathEvent) -> Body {
+        let path = self.text(&e.path);
+        match e.header.kind {
+            kind::OPEN => Body::Open {
+                path,
+                dirfd: e.dirfd,
+                flags: e.arg0,
+                mode: e.arg1,
                 ret: e.ret,
-            }
+            },
+            kind::UNLINK => Body::Unlink {
+                path,
+                dirfd: e.dirfd,
+                flags: e.arg0,
+                ret: e.ret,
+            },
+            kind::CHMOD => Body::Chmod {
+                path,
+                dirfd: e.dirfd,
+                mode: e.arg0,
+                ret: e.ret,
+            },
+            _ => Body::Chown {
+                path,
+                dirfd: e.dirfd,
+                uid: e.arg0,
+                gid: e.arg1,
+                ret: e.ret,
+            },
         }
-        kind::CONNECT | kind::ACCEPT | kind::BIND | kind::UDP_SEND => sock(read(bytes)),
-        kind::DNS_QUERY => {
-            let e: DnsEvent = read(bytes);
-            let len = usize::from(e.query_len).min(e.query.len());
-            Body::DnsQuery {
-                name: dns_name(&e.query[..len]),
-                server: endpoint(e.family, e.addr, e.port),
-                cookie: e.cookie,
-            }
-        }
-        kind::FLOW_BYTES => {
-            let e: FlowBytes = read(bytes);
-            Body::FlowBytes {
-                cookie: e.cookie,
-                bytes_out: e.bytes_out,
-                bytes_in: e.bytes_in,
-                packets_out: e.packets_out,
-                packets_in: e.packets_in,
-            }
-        }
-        kind::LOST => {
-            let e: LostEvent = read(bytes);
-            Body::Lost {
-                cpu: e.cpu,
-                count: e.count,
-            }
-        }
-        kind::AGENT_ADDED | kind::AGENT_REMOVED => {
-            let e: AgentRecord = read(bytes);
-            let agent = AgentBody {
-                id: wire::c_str(&e.id),
-                class: wire::c_str(&e.class),
-                cgroup_path: wire::c_str(&e.cgroup_path),
-                slot: header.slot,
-            };
-            if header.kind == kind::AGENT_ADDED {
-                Body::AgentAdded(agent)
-            } else {
-                Body::AgentRemoved(agent)
-            }
-        }
-        other => return Err(DecodeError::UnknownKind { kind: other }),
-    };
-    Ok(Event {
-        ts_ns: header.ts_ns,
-        kind_id: header.kind,
-        cgroup_id: header.cgroup_id,
-        pid: header.tgid,
-        tid: header.tid,
-        agent: None,
-        truncated: header.flags & HDR_FLAG_TRUNCATED != 0,
-        body,
-    })
+    }
 }
 
 fn read<T: aya::Pod>(bytes: &[u8]) -> T {
     // The caller checked the length against `record_len`; a zeroed value is unreachable.
     wire::read(bytes).unwrap_or_else(|| unreachable!("length checked by decode"))
-}
-
-fn syscall_batch(e: SyscallBatch) -> Body {
-    let n = (e.count as usize).min(e.ids.len());
-    Body::Syscalls {
-        ids: e.ids[..n].to_vec(),
-    }
-}
-
-fn exec(e: ExecEvent) -> Body {
-    let used = (e.argv_len as usize).min(e.argv.len());
-    let argv = e.argv[..used]
-        .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .take(e.argc as usize)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    Body::Exec {
-        filename: wire::c_str(&e.filename),
-        argv,
-        uid: e.uid,
-        gid: e.gid,
-        ret: e.ret,
-    }
-}
-
-fn path_op(e: PathEvent) -> Body {
-    let path = wire::c_str(&e.path);
-    match e.header.kind {
-        kind::OPEN => Body::Open {
-            path,
-            dirfd: e.dirfd,
-            flags: e.arg0,
-            mode: e.arg1,
-            ret: e.ret,
-        },
-        kind::UNLINK => Body::Unlink {
-            path,
-            dirfd: e.dirfd,
-            flags: e.arg0,
-            ret: e.ret,
-        },
-        kind::CHMOD => Body::Chmod {
-            path,
-            dirfd: e.dirfd,
-            mode: e.arg0,
-            ret: e.ret,
-        },
-        _ => Body::Chown {
-            path,
-            dirfd: e.dirfd,
-            uid: e.arg0,
-            gid: e.arg1,
-            ret: e.ret,
-        },
-    }
 }
 
 fn sock(e: SockEvent) -> Body {
@@ -465,6 +546,66 @@ mod tests {
         assert!(
             matches!(decode(bytes_of(&agent)).unwrap().body, Body::AgentAdded(ref a) if a.id == "a1" && a.class == "fraud" && a.slot == 3)
         );
+    }
+
+    #[test]
+    fn a_reused_decoder_and_event_give_what_a_fresh_decode_gives() {
+        let open = |p: &str, k: u16| PathEvent {
+            header: header(k),
+            ret: 3,
+            dirfd: -100,
+            arg0: 0,
+            arg1: 0,
+            _pad: 0,
+            path: path(p),
+        };
+        let batch = |n: u32| SyscallBatch {
+            header: header(kind::SYSCALL_BATCH),
+            count: n,
+            _pad: 0,
+            ids: [7; 64],
+        };
+        let count = SyscallCount {
+            header: header(kind::SYSCALL_COUNT),
+            nr: 39,
+            _pad: 0,
+            count: 2,
+        };
+        let rename = RenameEvent {
+            header: header(kind::RENAME),
+            ret: 0,
+            old_path: path("/a/much/longer/old/name"),
+            new_path: path("/b"),
+        };
+        let mut records: Vec<Vec<u8>> = vec![
+            bytes_of(&open("/srv/transactions/batch-001.csv", kind::OPEN)).to_vec(),
+            bytes_of(&batch(64)).to_vec(),
+            bytes_of(&open("/x", kind::UNLINK)).to_vec(),
+            bytes_of(&count).to_vec(),
+            bytes_of(&batch(3)).to_vec(),
+            bytes_of(&rename).to_vec(),
+            bytes_of(&open("/srv/reports/daily.txt", kind::CHMOD)).to_vec(),
+        ];
+        records.push(vec![1, 2]);
+        let mut decoder = Decoder::default();
+        let mut event = decode(&records[0]).unwrap();
+        let agent = Some(crate::event::AgentRef::new("a1".into(), "fraud".into()));
+        event.agent.clone_from(&agent);
+        for r in &records {
+            let before = event.clone();
+            match decode(r) {
+                Ok(fresh) => {
+                    decoder.decode_into(r, &mut event).unwrap();
+                    assert_eq!(event.body, fresh.body);
+                    assert_eq!((event.ts_ns, event.kind_id), (fresh.ts_ns, fresh.kind_id));
+                    assert_eq!(event.agent, agent, "the agent is the identity stage's");
+                }
+                Err(e) => {
+                    assert_eq!(decoder.decode_into(r, &mut event), Err(e));
+                    assert_eq!(event, before, "a bad record changes nothing");
+                }
+            }
+        }
     }
 
     #[test]

@@ -7,13 +7,37 @@ use std::{net::IpAddr, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
-pub use decode::{DecodeError, decode, syscall_name};
+pub use decode::{DecodeError, Decoder, decode, syscall_name};
 
-/// Who an event belongs to.
+/// Who an event belongs to: one shared allocation, so that attributing an event costs a single
+/// reference-count increment. Reads as its [`AgentIds`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentRef {
+#[serde(transparent)]
+pub struct AgentRef(Arc<AgentIds>);
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentIds {
     pub id: Arc<str>,
     pub class: Arc<str>,
+}
+
+impl AgentRef {
+    pub fn new(id: Arc<str>, class: Arc<str>) -> Self {
+        Self(Arc::new(AgentIds { id, class }))
+    }
+
+    /// The same reference (not merely equal names).
+    pub fn same(&self, other: &AgentRef) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::ops::Deref for AgentRef {
+    type Target = AgentIds;
+
+    fn deref(&self) -> &AgentIds {
+        &self.0
+    }
 }
 
 /// One decoded event. Serialised as one JSON object per line, the body's fields inline.
@@ -33,6 +57,22 @@ pub struct Event {
     pub truncated: bool,
     #[serde(flatten)]
     pub body: Body,
+}
+
+impl Event {
+    /// An empty event for a [`Decoder`] to decode into.
+    pub fn blank() -> Event {
+        Event {
+            ts_ns: 0,
+            kind_id: 0,
+            cgroup_id: 0,
+            pid: 0,
+            tid: 0,
+            agent: None,
+            truncated: false,
+            body: Body::Exit { code: None },
+        }
+    }
 }
 
 /// A network endpoint.

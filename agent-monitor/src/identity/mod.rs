@@ -23,16 +23,13 @@ pub struct Identities {
 }
 
 impl Identities {
-    /// Updates the table from agent announcements and fills `event.agent`.
+    /// Updates the table from agent announcements and sets `event.agent`.
     pub fn attribute(&mut self, event: &mut Event) {
         match &event.body {
             Body::AgentAdded(a) => {
                 self.by_cgroup.insert(
                     event.cgroup_id,
-                    AgentRef {
-                        id: Arc::from(a.id.as_str()),
-                        class: Arc::from(a.class.as_str()),
-                    },
+                    AgentRef::new(Arc::from(a.id.as_str()), Arc::from(a.class.as_str())),
                 );
             }
             Body::AgentRemoved(_) => {
@@ -42,7 +39,17 @@ impl Identities {
             }
             _ => {}
         }
-        event.agent = self.by_cgroup.get(&event.cgroup_id).cloned();
+        let known = self.by_cgroup.get(&event.cgroup_id);
+        // A reused event usually still holds this agent (consecutive events mostly come from
+        // the same one): keep the reference rather than swap it for a copy of itself.
+        let held = match (&event.agent, known) {
+            (Some(a), Some(b)) => a.same(b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !held {
+            event.agent = known.cloned();
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -200,10 +200,7 @@ mod tests {
             cgroup_id: 7,
             pid: 1,
             tid: 1,
-            agent: agent.map(|id| AgentRef {
-                id: Arc::from(id),
-                class: Arc::from("fraud"),
-            }),
+            agent: agent.map(|id| AgentRef::new(Arc::from(id), Arc::from("fraud"))),
             truncated: false,
             body,
         }

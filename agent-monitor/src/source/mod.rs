@@ -42,6 +42,19 @@ impl Batch {
             .zip(self.ends.iter().copied())
             .map(|(s, e)| &self.buf[s..e])
     }
+
+    /// The records, writable in place (the pipeline benchmark re-stamps a trace it replays many
+    /// times).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
+        let mut rest: &mut [u8] = &mut self.buf;
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let (record, tail) = std::mem::take(&mut rest).split_at_mut(end - start);
+            rest = tail;
+            start = end;
+            record
+        })
+    }
 }
 
 /// A producer of raw records.
@@ -65,6 +78,10 @@ mod tests {
         b.push(b"");
         b.push(b"cde");
         assert_eq!(b.iter().collect::<Vec<_>>(), vec![&b"ab"[..], b"", b"cde"]);
+        for r in b.iter_mut() {
+            r.reverse();
+        }
+        assert_eq!(b.iter().collect::<Vec<_>>(), vec![&b"ba"[..], b"", b"edc"]);
         b.clear();
         assert!(b.is_empty());
     }

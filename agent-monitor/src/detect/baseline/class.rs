@@ -14,7 +14,7 @@ use super::{ClassKnowledge, FeatureSchema};
 use crate::detect::{
     Contribution,
     anomaly::{AnomalyError, WindowModel, WindowParams, severity},
-    sequence::{SequenceModel, SequenceParams, SurpriseModel, SurpriseParams},
+    sequence::{MemoSurprise, SequenceModel, SequenceParams, SurpriseModel, SurpriseParams},
     window::{MAX_SEQUENCE, Window},
 };
 
@@ -164,9 +164,10 @@ fn window_novelty(model: &SequenceModel, window: &Window) -> f64 {
 
 /// Mean surprise per syscall over all of a window's threads (0 without a stream).
 fn window_surprise(model: &SurpriseModel, window: &Window) -> f64 {
+    let mut memo = MemoSurprise::new(model);
     let (mut sum, mut n) = (0.0, 0usize);
     for seq in window.stats.sequences.values() {
-        sum += model.surprise(seq) * seq.len() as f64;
+        sum += memo.surprise(seq) * seq.len() as f64;
         n += seq.len();
     }
     if n == 0 { 0.0 } else { sum / n as f64 }

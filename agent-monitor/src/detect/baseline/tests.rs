@@ -18,10 +18,7 @@ fn ev(ts_ns: u64, tid: u32, body: Body) -> Event {
         cgroup_id: 42,
         pid: 7,
         tid,
-        agent: Some(AgentRef {
-            id: Arc::from("fraud-1"),
-            class: Arc::from("fraud"),
-        }),
+        agent: Some(AgentRef::new(Arc::from("fraud-1"), Arc::from("fraud"))),
         truncated: false,
         body,
     }

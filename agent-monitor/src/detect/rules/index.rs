@@ -2,7 +2,9 @@
 //! agent class and event kind, and within a bucket each rule with a string or number test at
 //! the top of its condition (an "anchor") is reached through one GlobSet or hash lookup per
 //! field. Only the rules the anchors select, plus the rules without one, are evaluated, so the
-//! cost per event stays flat as the rule count grows.
+//! cost per event stays flat as the rule count grows. Paths and names repeat, while a GlobSet
+//! whose patterns need a regex costs far more than a hash probe, so each anchor remembers the
+//! glob hits of the strings it saw last.
 
 use std::collections::BTreeSet;
 
@@ -18,6 +20,7 @@ use super::{
     matcher::{self, Matcher, Test},
     rule::Rule,
 };
+use crate::detect::recent::RecentMemo;
 
 pub(crate) struct Index {
     /// Classes some rule names; each has its own row of buckets.
@@ -41,7 +44,12 @@ struct Anchor {
     /// Rule of each glob, by glob number.
     glob_rules: Vec<u32>,
     ints: HashMap<i128, Vec<u32>>,
+    /// The rules each recently seen string's globs selected.
+    recent: RecentMemo<Box<[u32]>>,
 }
+
+/// Distinct strings per generation of an anchor's memo of glob hits.
+const RECENT: usize = 512;
 
 /// Reusable buffers, so that lookups do not allocate.
 #[derive(Default)]
@@ -105,6 +113,7 @@ impl Index {
                     globs,
                     glob_rules: p.glob_rules,
                     ints: p.ints,
+                    recent: RecentMemo::new(RECENT),
                 });
             }
         }
@@ -116,18 +125,18 @@ impl Index {
     }
 
     /// Fills `scratch.candidates` with the rules that may match, in rule order.
-    pub fn candidates(&self, kind: Kind, cx: &Ctx<'_>, scratch: &mut Scratch) {
+    pub fn candidates(&mut self, kind: Kind, cx: &Ctx<'_>, scratch: &mut Scratch) {
         let row = self.rows.get(cx.class).copied().unwrap_or(self.default_row);
         let out = &mut scratch.candidates;
         out.clear();
-        let Some(bucket) = self.buckets.get(row * KIND_COUNT + kind.index()) else {
+        let Some(bucket) = self.buckets.get_mut(row * KIND_COUNT + kind.index()) else {
             return;
         };
         out.extend_from_slice(&bucket.always);
         if bucket.anchors.is_empty() {
             return;
         }
-        for a in &bucket.anchors {
+        for a in &mut bucket.anchors {
             a.collect(cx.get(a.field), out, &mut scratch.glob_hits);
         }
         out.sort_unstable();
@@ -136,13 +145,22 @@ impl Index {
 }
 
 impl Anchor {
-    fn collect(&self, value: Value<'_>, out: &mut Vec<u32>, hits: &mut Vec<usize>) {
+    fn collect(&mut self, value: Value<'_>, out: &mut Vec<u32>, hits: &mut Vec<usize>) {
         match value {
             Value::Str(s) => {
-                if !self.globs.is_empty() {
-                    self.globs.matches_into(s, hits);
-                    out.extend(hits.iter().filter_map(|g| self.glob_rules.get(*g)));
+                if self.globs.is_empty() {
+                    return;
                 }
+                let (globs, glob_rules) = (&self.globs, &self.glob_rules);
+                let hit_rules = || {
+                    globs.matches_into(s, hits);
+                    hits.iter()
+                        .filter_map(|g| glob_rules.get(*g))
+                        .copied()
+                        .collect()
+                };
+                self.recent
+                    .with(s, hit_rules, |rules| out.extend_from_slice(rules));
             }
             Value::Int(i) => {
                 if let Some(rules) = self.ints.get(&i) {

@@ -4,10 +4,15 @@ use foldhash::HashSet;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use super::Classifier;
-use crate::config::Detection;
+use crate::{config::Detection, detect::recent::RecentMemo};
+
+/// Distinct paths per generation of the sensitive-path memo.
+const RECENT_PATHS: usize = 4096;
 
 pub struct PathClassifier {
     sensitive: GlobSet,
+    /// Windows ask about the same paths window after window; the glob set may need a regex.
+    recent: RecentMemo<bool>,
     shells: HashSet<String>,
 }
 
@@ -19,18 +24,21 @@ impl PathClassifier {
         }
         Ok(Self {
             sensitive: builder.build()?,
+            recent: RecentMemo::new(RECENT_PATHS),
             shells: config.shells.iter().cloned().collect(),
         })
     }
 }
 
 impl Classifier for PathClassifier {
-    fn is_sensitive_path(&self, path: &str) -> bool {
-        self.sensitive.is_match(path)
+    fn is_sensitive_path(&mut self, path: &str) -> bool {
+        let sensitive = &self.sensitive;
+        self.recent
+            .with(path, || sensitive.is_match(path), |&hit| hit)
     }
 
     /// Matches the file name, ignoring a version suffix (`python3.11` is `python3`'s kin).
-    fn is_shell_or_interpreter(&self, binary: &str) -> bool {
+    fn is_shell_or_interpreter(&mut self, binary: &str) -> bool {
         let name = binary.rsplit('/').next().unwrap_or(binary);
         if self.shells.contains(name) {
             return true;
@@ -46,8 +54,12 @@ mod tests {
 
     #[test]
     fn default_classes() {
-        let c = PathClassifier::new(&Detection::default()).expect("default globs");
+        let mut c = PathClassifier::new(&Detection::default()).expect("default globs");
         assert!(c.is_sensitive_path("/pii/customers.csv"));
+        assert!(
+            c.is_sensitive_path("/pii/customers.csv"),
+            "remembered alike"
+        );
         assert!(c.is_sensitive_path("/root/.ssh/id_ed25519"));
         assert!(c.is_sensitive_path("/var/run/secrets/kubernetes.io/serviceaccount/token"));
         assert!(!c.is_sensitive_path("/data/transactions/t1.csv"));

@@ -126,7 +126,7 @@ impl<C: Classifier> Windower<C> {
             }
         };
         // A record stamped before the open window (a late snapshot) counts in the open one.
-        window.stats.add(event, &self.classifier);
+        window.stats.add(event, &mut self.classifier);
         if matches!(event.body, Body::AgentRemoved(_)) {
             self.seen.remove(&event.cgroup_id);
             if let Some(mut w) = self.open.remove(&event.cgroup_id) {

@@ -27,8 +27,8 @@ const WRITE_FLAGS: u32 = 0o1 | 0o2 | 0o100 | 0o1000 | 0o2000;
 /// Path classes that the caller decides (sensitive patterns, shells): kept out of this file so
 /// that accumulation stays a plain fold over events.
 pub trait Classifier {
-    fn is_sensitive_path(&self, path: &str) -> bool;
-    fn is_shell_or_interpreter(&self, binary: &str) -> bool;
+    fn is_sensitive_path(&mut self, path: &str) -> bool;
+    fn is_shell_or_interpreter(&mut self, binary: &str) -> bool;
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -70,7 +70,7 @@ pub struct WindowStats {
 
 impl WindowStats {
     /// Folds one event of this agent into the window.
-    pub fn add(&mut self, event: &Event, classify: &impl Classifier) {
+    pub fn add(&mut self, event: &Event, classify: &mut impl Classifier) {
         self.events += 1;
         match &event.body {
             Body::SyscallCount { nr, count, .. } => *self.syscalls.entry(*nr).or_default() += count,
@@ -151,7 +151,7 @@ impl WindowStats {
         }
     }
 
-    fn path(&mut self, path: &str, ret: i64, classify: &impl Classifier) {
+    fn path(&mut self, path: &str, ret: i64, classify: &mut impl Classifier) {
         if ret < 0 {
             self.file_failures += 1;
         }

@@ -18,10 +18,10 @@ fn ev(ts_ns: u64, cgroup_id: u64, body: Body) -> Event {
         cgroup_id,
         pid: 100,
         tid: 100,
-        agent: Some(AgentRef {
-            id: Arc::from(format!("agent-{cgroup_id}")),
-            class: Arc::from("fraud"),
-        }),
+        agent: Some(AgentRef::new(
+            Arc::from(format!("agent-{cgroup_id}")),
+            Arc::from("fraud"),
+        )),
         truncated: false,
         body,
     }

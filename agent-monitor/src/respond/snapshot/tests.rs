@@ -112,10 +112,7 @@ fn event(ts: u64) -> Event {
         cgroup_id: 1,
         pid: 1,
         tid: 1,
-        agent: Some(AgentRef {
-            id: Arc::from(AGENT),
-            class: Arc::from("fraud"),
-        }),
+        agent: Some(AgentRef::new(Arc::from(AGENT), Arc::from("fraud"))),
         truncated: false,
         body: Body::Exit { code: Some(0) },
     }

@@ -317,3 +317,23 @@ fn rules_cost() {
         println!("{n} rules: {ns} ns/event, {} findings", out.len());
     }
 }
+
+#[test]
+fn anchored_rules_fire_alike_once_the_anchor_memory_turns_over() {
+    let mut e = engine(
+        "rules:\n  - {name: keys, description: d, kinds: open, when: {path: {glob: '**/.ssh/id_*'}}, tier: contain, summary: s}\n  - {name: tmp, description: d, kinds: open, when: {path: {starts_with: /tmp/}}, tier: log, summary: s}\n",
+    );
+    // Far more distinct paths than an anchor remembers, with the same few coming back.
+    for i in 0..5000 {
+        let path = format!("/data/file-{i}.csv");
+        assert!(fired(&mut e, &fraud(open(&path, 0))).is_empty(), "{path}");
+        if i % 700 == 0 {
+            assert_eq!(
+                fired(&mut e, &fraud(open("/home/a/.ssh/id_rsa", 0))),
+                ["keys"]
+            );
+            assert_eq!(fired(&mut e, &fraud(open("/tmp/x", 0))), ["tmp"]);
+            assert!(fired(&mut e, &fraud(open("/tmpx", 0))).is_empty());
+        }
+    }
+}

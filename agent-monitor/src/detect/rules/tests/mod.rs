@@ -22,10 +22,7 @@ fn event(agent: Option<(&str, &str)>, ts_ns: u64, body: Body) -> Event {
         cgroup_id: 7,
         pid: 100,
         tid: 100,
-        agent: agent.map(|(id, class)| AgentRef {
-            id: id.into(),
-            class: class.into(),
-        }),
+        agent: agent.map(|(id, class)| AgentRef::new(id.into(), class.into())),
         truncated: false,
         body,
     }
