@@ -42,7 +42,7 @@ pub struct WatchItem {
 }
 
 pub struct Hub {
-    agents: Mutex<BTreeMap<String, AgentEntry>>,
+    agents: Mutex<BTreeMap<std::sync::Arc<str>, AgentEntry>>,
     /// `None` once the daemon stops: every watch stream then ends.
     tx: Mutex<Option<broadcast::Sender<WatchItem>>>,
 }

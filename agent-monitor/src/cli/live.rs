@@ -16,6 +16,7 @@ use agent_monitor::{
     identity::AgentRegistry,
     k8s::{Node, netpol::NetworkPolicyActuator, pod_wide::PodWide},
     pipeline::Pipeline,
+    startup::Phases,
     respond::{
         actuator::Actuator,
         contain::Containment,
@@ -54,15 +55,27 @@ pub fn start(
     pipeline: &mut Pipeline,
     node: Option<&Node>,
 ) -> anyhow::Result<(LiveSource, Option<SharedContainment>)> {
+    start_timed(config, initial, pipeline, node, &mut Phases::default())
+}
+
+/// [`start`], timing its phases.
+pub fn start_timed(
+    config: &Config,
+    initial: &mut Batch,
+    pipeline: &mut Pipeline,
+    node: Option<&Node>,
+    phases: &mut Phases,
+) -> anyhow::Result<(LiveSource, Option<SharedContainment>)> {
     let (platform, report) = Platform::probe()?;
     log::debug!("feature probe:\n{report}");
+    phases.done("probe");
     let opts = LoadOptions {
         max_agents: config.max_agents,
         ring_buffer_bytes: config.ring_buffer_mib << 20,
         daemon_tgid: std::process::id(),
         pin_dir: config.pin_dir.clone(),
     };
-    let (kernel, mut maps) = Kernel::load(&platform, &opts)?;
+    let (kernel, mut maps) = Kernel::load_timed(&platform, &opts, phases)?;
     let kube = node.zip(config.kubernetes.as_ref());
     let mut containment = None;
     if let (Some(responder), Some(maps)) = (pipeline.responder_mut(), maps.containment.take()) {
@@ -106,6 +119,7 @@ pub fn start(
         registry = registry.with_pods(Arc::new(node.pods.clone()));
     }
     let live = LiveOptions {
+        ring_buffer_bytes: opts.ring_buffer_bytes,
         poll_interval: Duration::from_millis(config.poll_interval_ms),
         snapshot_interval: Duration::from_millis(config.snapshot_interval_ms),
         rescan_interval: Duration::from_millis(config.rescan_interval_ms),
@@ -117,6 +131,7 @@ pub fn start(
     };
     let programs = kernel.loaded_programs();
     let mut source = LiveSource::new(kernel, maps, registry, &live, initial)?;
+    phases.done("cgroup_scan");
     // Observability hook: the probes learn that the programs are attached, the cgroup scan is
     // done, and from now on every drain and map read.
     if let Some(health) = pipeline.health() {
@@ -198,9 +213,18 @@ pub async fn run(
     mut pipeline: Pipeline,
     node: Option<Node>,
 ) -> anyhow::Result<ExitCode> {
+    // From the process start: configuration, rules, models and sinks are set up by now.
+    let mut phases = Phases::default();
+    phases.done("setup");
     let mut batch = Batch::default();
-    let (mut source, containment) = start(config, &mut batch, &mut pipeline, node.as_ref())?;
+    let (mut source, containment) =
+        start_timed(config, &mut batch, &mut pipeline, node.as_ref(), &mut phases)?;
     pipeline.process(&batch)?;
+    pipeline.flush()?;
+    // The announcements are in the pipeline's tables now: this batch (some 400 bytes per agent)
+    // is not kept for the daemon's life.
+    drop(batch);
+    phases.done("announce");
     restore_containment(&mut pipeline, containment.as_ref());
     if let (Some(node), Some(health)) = (&node, pipeline.health()) {
         watch_pod_sync(node.pods.clone(), health.identity_source("kubernetes"));
@@ -209,7 +233,9 @@ pub async fn run(
         std::fs::write(ready, b"ready\n")
             .with_context(|| format!("writing {}", ready.display()))?;
     }
-    run_until_stopped(&mut source, &mut pipeline, args.duration, config).await?;
+    phases.done("ready");
+    phases.log();
+    run_until_stopped(&mut source, &mut pipeline, args.duration, config, Some(phases)).await?;
     log::info!("stopped: {:?}", pipeline.stats);
     if node.is_some() {
         log::info!("held for pod identity: {:?}", source.hold_stats());
@@ -248,6 +274,7 @@ pub async fn run_until_stopped(
     pipeline: &mut Pipeline,
     duration: Option<Duration>,
     config: &Config,
+    mut phases: Option<Phases>,
 ) -> anyhow::Result<()> {
     let state = agent_monitor::respond::state::StateDir::new(&config.state_dir);
     let mut releases = tokio::time::interval(Duration::from_millis(100));
@@ -269,6 +296,11 @@ pub async fn run_until_stopped(
                     break;
                 }
                 pipeline.process(&batch)?;
+                if let Some(mut p) = phases.take() {
+                    pipeline.flush()?;
+                    p.done("first_batch");
+                    p.log();
+                }
             }
             _ = hup.recv() => {
                 pipeline.reload_rules(&config.detection.rules_dir);

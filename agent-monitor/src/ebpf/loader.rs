@@ -189,6 +189,16 @@ pub struct KernelMaps {
 
 impl Kernel {
     pub fn load(platform: &Platform, opts: &LoadOptions) -> anyhow::Result<(Self, KernelMaps)> {
+        Self::load_timed(platform, opts, &mut crate::startup::Phases::default())
+    }
+
+    /// [`Kernel::load`], timing its phases: the kernel's BTF read, the object loaded (maps
+    /// created), the programs verified and attached.
+    pub fn load_timed(
+        platform: &Platform,
+        opts: &LoadOptions,
+        phases: &mut crate::startup::Phases,
+    ) -> anyhow::Result<(Self, KernelMaps)> {
         use anyhow::Context as _;
 
         let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
@@ -224,6 +234,7 @@ impl Kernel {
             .map_max_entries("EVENTS", opts.ring_buffer_bytes)
             .load(OBJECT)
             .context("loading the kernel programs")?;
+        phases.done("btf_and_maps");
 
         // The hot path: tp_btf where the kernel allows it, raw_tp otherwise.
         let tp_btf: &mut BtfTracePoint = program(&mut ebpf, "sys_enter")?;
@@ -320,6 +331,7 @@ impl Kernel {
             );
         }
 
+        phases.done("programs_verified_and_attached");
         let mut take = |name: &str| {
             ebpf.take_map(name)
                 .with_context(|| format!("map {name} missing"))

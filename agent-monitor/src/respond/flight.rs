@@ -78,13 +78,19 @@ impl FlightRecorder {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records one event. An `agent_removed` event forgets its agent instead.
+    /// Records one event. An `agent_removed` event forgets its agent instead; an `agent_added`
+    /// one is not kept (it says nothing the agent did), so an agent that has done nothing yet
+    /// has no ring: thousands of idle agents cost nothing here (PERF-ANCHORS row 7).
     pub fn push(&self, event: &Event) {
-        let key = key_of(event);
-        if let Body::AgentRemoved(body) = &event.body {
-            self.forget(&body.id);
-            return;
+        match &event.body {
+            Body::AgentRemoved(body) => {
+                self.forget(&body.id);
+                return;
+            }
+            Body::AgentAdded(_) => return,
+            _ => {}
         }
+        let key = key_of(event);
         if self.config.per_agent == 0 || self.config.max_agents == 0 {
             return;
         }

@@ -54,9 +54,18 @@ pub struct Windower<C> {
     /// How long after a window's end its records may still arrive (counter snapshots are read
     /// periodically); an idle agent's window is closed by [`Windower::tick`] after this.
     grace_ns: u64,
-    open: HashMap<u64, Window>,
+    /// Boxed: an open window is large, and a map of them inline would keep room for as many as
+    /// were ever open at once (every agent) long after they closed.
+    open: HashMap<u64, Box<Window>>,
+    /// The earliest end of an open window (`u64::MAX`: none), so that a tick with nothing due
+    /// does not look at every open window.
+    earliest_end_ns: u64,
     /// Cgroups that already had a window.
     seen: HashSet<u64>,
+    /// Cgroups announced (`agent_added`) that had no window yet, with the start of the window
+    /// of their announcement. An announcement opens no window of its own: an idle agent then
+    /// costs no window, and its first window is still the one it was announced in.
+    announced: HashMap<u64, u64>,
     classifier: C,
     /// Unix time minus boot time, in ns: live from the clocks, in replay from the trace header.
     wall_offset_ns: Option<i128>,
@@ -70,7 +79,9 @@ impl<C: Classifier> Windower<C> {
             length_ns: (length.as_nanos() as u64).max(1),
             grace_ns: grace.as_nanos() as u64,
             open: HashMap::default(),
+            earliest_end_ns: u64::MAX,
             seen: HashSet::default(),
+            announced: HashMap::default(),
             classifier,
             wall_offset_ns: None,
             wall_anchor_ns: None,
@@ -116,39 +127,60 @@ impl<C: Classifier> Windower<C> {
             Entry::Occupied(open) => {
                 let window = open.into_mut();
                 if start > window.start_ns {
-                    out.push(std::mem::replace(window, new_window(false)));
+                    out.push(*std::mem::replace(window, Box::new(new_window(false))));
                 }
                 window
             }
             Entry::Vacant(slot) => {
-                let first = self.seen.insert(event.cgroup_id);
-                slot.insert(new_window(first))
+                if matches!(event.body, Body::AgentAdded(_)) {
+                    if !self.seen.contains(&event.cgroup_id) {
+                        self.announced.insert(event.cgroup_id, start);
+                    }
+                    return;
+                }
+                let first = match self.announced.remove(&event.cgroup_id) {
+                    Some(announced_in) => {
+                        self.seen.insert(event.cgroup_id);
+                        announced_in == start
+                    }
+                    None => self.seen.insert(event.cgroup_id),
+                };
+                slot.insert(Box::new(new_window(first)))
             }
         };
+        self.earliest_end_ns = self.earliest_end_ns.min(window.end_ns);
         // A record stamped before the open window (a late snapshot) counts in the open one.
         window.stats.add(event, &mut self.classifier);
         if matches!(event.body, Body::AgentRemoved(_)) {
             self.seen.remove(&event.cgroup_id);
+            self.announced.remove(&event.cgroup_id);
             if let Some(mut w) = self.open.remove(&event.cgroup_id) {
                 w.partial = true;
-                out.push(w);
+                out.push(*w);
             }
         }
     }
 
     /// Closes the windows that ended more than the grace period before `now_ns`.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Window>) {
-        let due: Vec<u64> = self
-            .open
-            .iter()
-            .filter(|(_, w)| w.end_ns.saturating_add(self.grace_ns) <= now_ns)
-            .map(|(cg, _)| *cg)
-            .collect();
-        for cg in due {
-            if let Some(w) = self.open.remove(&cg) {
-                out.push(w);
+        if self.earliest_end_ns.saturating_add(self.grace_ns) > now_ns {
+            return;
+        }
+        let mut due = Vec::new();
+        let mut earliest = u64::MAX;
+        for (cg, w) in &self.open {
+            if w.end_ns.saturating_add(self.grace_ns) <= now_ns {
+                due.push(*cg);
+            } else {
+                earliest = earliest.min(w.end_ns);
             }
         }
+        for cg in due {
+            if let Some(w) = self.open.remove(&cg) {
+                out.push(*w);
+            }
+        }
+        self.earliest_end_ns = earliest;
         out.sort_by_key(|w| (w.end_ns, w.cgroup_id));
     }
 
@@ -156,8 +188,9 @@ impl<C: Classifier> Windower<C> {
     pub fn flush(&mut self, out: &mut Vec<Window>) {
         out.extend(self.open.drain().map(|(_, mut w)| {
             w.partial = true;
-            w
+            *w
         }));
+        self.earliest_end_ns = u64::MAX;
         out.sort_by_key(|w| (w.end_ns, w.cgroup_id));
     }
 }
