@@ -143,8 +143,8 @@ impl ResponseSink for ApiSink {
         self.hub.publish(
             &target.agent_id,
             pb::watch_event::Event::Release(pb::Release {
-                agent_id: target.agent_id.clone(),
-                class: target.class.clone(),
+                agent_id: target.agent_id.to_string(),
+                class: target.class.to_string(),
                 approvers: approvers.to_vec(),
                 actions: actions.iter().map(convert::action).collect(),
             }),

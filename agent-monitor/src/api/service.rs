@@ -56,8 +56,8 @@ impl Service {
             .map(|a| a.approvers.len())
             .unwrap_or(0);
         pb::Agent {
-            id: e.target.agent_id.clone(),
-            class: e.target.class.clone(),
+            id: e.target.agent_id.to_string(),
+            class: e.target.class.to_string(),
             state: state(e) as i32,
             tier: convert::tier(e.tier),
             tier_since: e.since.clone().unwrap_or_default(),

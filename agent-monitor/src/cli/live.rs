@@ -224,6 +224,7 @@ pub async fn run(
     // The announcements are in the pipeline's tables now: this batch (some 400 bytes per agent)
     // is not kept for the daemon's life.
     drop(batch);
+    return_freed_heap();
     phases.done("announce");
     restore_containment(&mut pipeline, containment.as_ref());
     if let (Some(node), Some(health)) = (&node, pipeline.health()) {

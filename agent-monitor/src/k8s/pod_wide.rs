@@ -63,7 +63,11 @@ impl<A: Actuator> PodWide<A> {
                 0,
                 (
                     target.cgroup_id,
-                    target.cgroup_path.clone().unwrap_or_default(),
+                    target
+                        .cgroup_path
+                        .as_deref()
+                        .map(std::path::Path::to_path_buf)
+                        .unwrap_or_default(),
                 ),
             );
         }
