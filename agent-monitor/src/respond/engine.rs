@@ -524,10 +524,10 @@ mod tests {
             cgroup_id: 9,
             pid: 0,
             tid: 0,
-            agent: Some(crate::event::AgentRef {
-                id: Arc::from(agent),
-                class: Arc::from("fraud"),
-            }),
+            agent: Some(crate::event::AgentRef::new(
+                Arc::from(agent),
+                Arc::from("fraud"),
+            )),
             truncated: false,
             body: if removed {
                 Body::AgentRemoved(body)
