@@ -31,6 +31,8 @@ pub struct DemoOptions<'a> {
     pub record: Option<&'a Path>,
     /// Halfway through, the first agent of this class turns hostile.
     pub hostile: Option<Profile>,
+    /// The binary the agents run (default: this one).
+    pub agent_bin: Option<&'a Path>,
 }
 
 /// What a hijacked agent does: looks for credentials, reads customer PII, spawns a shell, scans
@@ -110,10 +112,11 @@ async fn demo(
     let data = tempfile::tempdir().context("creating the demo data directory")?;
     prepare_data(data.path())?;
     let exe = std::env::current_exe()?;
+    let agent_exe = opts.agent_bin.map_or_else(|| exe.clone(), Path::to_owned);
     let spawn = AgentSpawn::default().bind(data.path(), DATA_ROOT);
     let mut children = Vec::new();
     for (profile, _, dir) in agents {
-        let mut cmd = std::process::Command::new(&exe);
+        let mut cmd = std::process::Command::new(&agent_exe);
         cmd.arg("workload").arg(format!(
             "agent:{}:{}:{service}",
             profile.class(),
