@@ -33,6 +33,9 @@ pub struct DemoOptions<'a> {
     pub hostile: Option<Profile>,
     /// The binary the agents run (default: this one).
     pub agent_bin: Option<&'a Path>,
+    /// Configuration file (default: the embedded one). A training recording uses one without
+    /// rules and models, so that nothing is contained while it records.
+    pub config: Option<&'a Path>,
 }
 
 /// What a hijacked agent does: looks for credentials, reads customer PII, spawns a shell, scans
@@ -49,7 +52,10 @@ pub async fn run(opts: &DemoOptions<'_>) -> anyhow::Result<ExitCode> {
     // The demo leaves nothing behind: containment is not pinned (it ends with the demo) and the
     // release state lives in a temporary directory.
     let state = tempfile::tempdir().context("creating the demo state directory")?;
-    let mut config = Config::embedded();
+    let mut config = match opts.config {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded(),
+    };
     config.pin_dir = None;
     config.state_dir = state.path().to_owned();
     let mount = cgroup::v2_mount()?;

@@ -131,6 +131,9 @@ enum Command {
         /// both a release and a debug build, so the class models know both (scripts/make-models.sh).
         #[arg(long)]
         agent_bin: Option<PathBuf>,
+        /// Configuration file (default: the embedded config/default.yaml).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Learn a class baseline from recorded traces of healthy agents.
     Train(train::TrainArgs),
@@ -266,6 +269,7 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             record,
             hostile,
             agent_bin,
+            config,
         } => {
             demo::run(&demo::DemoOptions {
                 duration,
@@ -274,6 +278,7 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
                 record: record.as_deref(),
                 hostile,
                 agent_bin: agent_bin.as_deref(),
+                config: config.as_deref(),
             })
             .await
         }

@@ -295,10 +295,7 @@ mod tests {
             cgroup_id: cg,
             pid: 7,
             tid: 7,
-            agent: agent.then(|| AgentRef {
-                id: Arc::from("a"),
-                class: Arc::from("fraud"),
-            }),
+            agent: agent.then(|| AgentRef::new(Arc::from("a"), Arc::from("fraud"))),
             truncated: false,
             body: Body::Exit { code: Some(0) },
         }

@@ -251,10 +251,7 @@ mod tests {
             cgroup_id: 7,
             pid: 1,
             tid: 1,
-            agent: agent.map(|(id, class)| AgentRef {
-                id: id.into(),
-                class: class.into(),
-            }),
+            agent: agent.map(|(id, class)| AgentRef::new(id.into(), class.into())),
             truncated: false,
             body,
         }

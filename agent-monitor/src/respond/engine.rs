@@ -561,10 +561,10 @@ mod tests {
             cgroup_id: 9,
             pid: 0,
             tid: 0,
-            agent: Some(crate::event::AgentRef {
-                id: Arc::from(agent),
-                class: Arc::from("fraud"),
-            }),
+            agent: Some(crate::event::AgentRef::new(
+                Arc::from(agent),
+                Arc::from("fraud"),
+            )),
             truncated: false,
             body: if removed {
                 Body::AgentRemoved(body)
@@ -636,7 +636,10 @@ mod tests {
             "forensic_snapshot"
         }
         fn apply(&mut self, t: &Target) -> ActionOutcome {
-            self.0.lock().unwrap().push(format!("queued+{}", t.agent_id));
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("queued+{}", t.agent_id));
             self.1.push(t.clone());
             ActionOutcome {
                 action: "forensic_snapshot".into(),
@@ -677,7 +680,10 @@ mod tests {
         let (actions, sink) = (Log::default(), Log::default());
         let mut r = Responder::new(PolicyConfig::default())
             .with_actuator(Tier::Contain, Box::new(Deferred(actions.clone(), vec![])))
-            .with_actuator(Tier::Contain, Box::new(Urgent(Noted("deny_all", actions.clone()))))
+            .with_actuator(
+                Tier::Contain,
+                Box::new(Urgent(Noted("deny_all", actions.clone()))),
+            )
             .with_sink(Box::new(Sink(sink.clone())));
         assert!(r.completed(None).is_empty(), "nothing ran yet");
         let out = r.on_findings(&[finding("a", 1, 1.0, Some(Tier::Contain))], S);

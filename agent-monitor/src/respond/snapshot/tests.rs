@@ -420,7 +420,9 @@ fn the_worker_snapshots_off_the_callers_thread_and_a_release_wins_over_keep_froz
 
     // Released while the next snapshot is pending: it must not leave the cgroup frozen.
     assert!(worker.thaw(&sb.dir).ok);
-    worker.submit(3, AGENT, &sb.dir, true).expect("queued again");
+    worker
+        .submit(3, AGENT, &sb.dir, true)
+        .expect("queued again");
     assert!(worker.thaw(&sb.dir).ok);
     let done = worker.completed(Some(Duration::from_secs(20)));
     assert_eq!(done.len(), 1, "{done:?}");

@@ -99,7 +99,10 @@ impl<T: Send + 'static> SnapshotWorker<T> {
         let Some(jobs) = &self.jobs else {
             return Err(NotQueued::Stopped);
         };
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if in_flight.contains_key(cgroup_dir) {
             return Err(NotQueued::AlreadyRunning);
         }
@@ -191,7 +194,9 @@ fn run<T>(snapshotter: &Snapshotter, in_flight: &Jobs, job: &Job<T>) -> Snapshot
     if jobs.remove(&job.cgroup_dir).is_some_and(|j| j.released) && record.frozen_now {
         let thaw = snapshotter.thaw(&job.cgroup_dir);
         record.frozen_now = !thaw.ok;
-        record.detail.push_str("; released while the snapshot ran: ");
+        record
+            .detail
+            .push_str("; released while the snapshot ran: ");
         record.detail.push_str(&thaw.detail);
         record.undo = "nothing to undo: released, the cgroup was thawed".into();
     }
