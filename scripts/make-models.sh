@@ -51,5 +51,6 @@ for i in 1 2 3 4; do
 done
 cd - >/dev/null
 for class in fraud onboarding compliance; do
-    "$bin" train --class "$class" --models models "$out"/train-*.amtrace
+    "$bin" train --class "$class" --models models "$out"/train-release.amtrace \
+        "$out"/train-debug.amtrace "$out"/train-short-{1,2,3,4}.amtrace
 done
