@@ -12,6 +12,9 @@ use crate::{
     trace::TraceWriter,
 };
 
+/// How long the end of a run waits for forensic snapshots still being written.
+const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Counters reported at the end of a run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
@@ -147,6 +150,28 @@ impl Pipeline {
                 out.write_all(b"\n")?;
             }
             state.complete_release(&result)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the actions that finished off the pipeline thread (forensic snapshots) to the
+    /// sinks and the output; `wait`: at exit, how long to wait for those still running.
+    pub fn collect_completed(&mut self, wait: Option<std::time::Duration>) -> anyhow::Result<()> {
+        let Some(responder) = &mut self.responder else {
+            return Ok(());
+        };
+        for done in responder.completed(wait) {
+            log::warn!(
+                "completed: {} [{}] {}={}",
+                done.target.agent_id,
+                done.target.class,
+                done.outcome.action,
+                if done.outcome.ok { "ok" } else { "FAILED" }
+            );
+            if let Some(out) = self.findings_out.as_mut().or(self.json.as_mut()) {
+                serde_json::to_writer(&mut *out, &serde_json::json!({ "completed": done }))?;
+                out.write_all(b"\n")?;
+            }
         }
         Ok(())
     }
@@ -308,6 +333,8 @@ impl Pipeline {
             d.finish(&mut self.findings);
         }
         self.emit_findings(self.last_ts_ns)?;
+        // A snapshot still being written is evidence the output and the SOC must get.
+        self.collect_completed(Some(FINISH_WAIT))?;
         self.flush()
     }
 

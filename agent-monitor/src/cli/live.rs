@@ -242,7 +242,8 @@ fn watch_pod_sync(
 }
 
 /// Runs until SIGINT/SIGTERM or `duration`, then drains what the kernel still holds. SIGHUP
-/// reloads the rules between two batches; release requests left by the CLI are carried out.
+/// reloads the rules between two batches; release requests left by the CLI are carried out, and
+/// actions finished off the pipeline thread (forensic snapshots) are reported, every 100 ms.
 pub async fn run_until_stopped(
     source: &mut LiveSource,
     pipeline: &mut Pipeline,
@@ -274,7 +275,10 @@ pub async fn run_until_stopped(
                 pipeline.reload_rules(&config.detection.rules_dir);
                 update_wake_kinds(source, pipeline, config);
             }
-            _ = releases.tick() => pipeline.carry_out_releases(&state)?,
+            _ = releases.tick() => {
+                pipeline.carry_out_releases(&state)?;
+                pipeline.collect_completed(None)?;
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
             () = &mut deadline => break,

@@ -127,6 +127,13 @@ enum Command {
         /// hostile: credential and PII reads, a shell, a port scan, an outside DNS name.
         #[arg(long)]
         hostile: Option<agent_monitor::workload::profile::Profile>,
+        /// The agent-monitor binary the agents run (default: this one). Training recordings use
+        /// both a release and a debug build, so the class models know both (scripts/make-models.sh).
+        #[arg(long)]
+        agent_bin: Option<PathBuf>,
+        /// Configuration file (default: the embedded config/default.yaml).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Learn a class baseline from recorded traces of healthy agents.
     Train(train::TrainArgs),
@@ -261,6 +268,8 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             output,
             record,
             hostile,
+            agent_bin,
+            config,
         } => {
             demo::run(&demo::DemoOptions {
                 duration,
@@ -268,6 +277,8 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
                 output: output.as_deref(),
                 record: record.as_deref(),
                 hostile,
+                agent_bin: agent_bin.as_deref(),
+                config: config.as_deref(),
             })
             .await
         }
@@ -370,10 +381,13 @@ fn responder(
     if let (Some(snapshot), Some(recorder)) = (&config.snapshot, &flight) {
         responder.add_actuator(
             Tier::Contain,
-            Box::new(Snapshot {
-                snapshotter: Snapshotter::new(snapshot.clone(), Some(recorder.clone())),
-                keep_frozen: config.policy.keep_frozen,
-            }),
+            Box::new(
+                Snapshot::new(
+                    Snapshotter::new(snapshot.clone(), Some(recorder.clone())),
+                    config.policy.keep_frozen,
+                )
+                .context("starting the snapshot worker")?,
+            ),
         );
     }
     // The control API (docs/API.md): its sink feeds it, and keeps it running, for as long as

@@ -6,12 +6,17 @@ mod stats;
 
 use std::collections::hash_map::Entry;
 
-use foldhash::{HashMap, HashSet};
+use foldhash::HashMap;
 
 pub use classify::PathClassifier;
 pub use stats::{Classifier, Destination, MAX_DISTINCT, MAX_SEQUENCE, WindowStats, parent_dir};
 
 use crate::event::{AgentRef, Body, Event};
+
+/// How long an agent's start-up lasts, from its first event that is not an announcement. Its
+/// syscall sequences (exec, loader, first configuration reads) are unlike the steady state; a
+/// window boundary that falls inside it must not put part of it into a scored window.
+pub const STARTUP_NS: u64 = 2_000_000_000;
 
 /// One agent's closed window.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,8 +27,10 @@ pub struct Window {
     pub end_ns: u64,
     /// Wall-clock Unix seconds at the window's end, when the boot-to-wall offset is known.
     pub unix_end_s: Option<u64>,
-    /// The agent's first window: its start-up (loader, libraries, configuration), unlike any
-    /// steady-state window.
+    /// A start-up window: it holds part of the agent's first [`STARTUP_NS`] of activity
+    /// (namespace set-up, loader, libraries, configuration, first requests), unlike any
+    /// steady-state window. That is the agent's first window, and also the next one when the
+    /// agent started less than that before the first window's end.
     pub first: bool,
     /// Closed before its end (agent removed, end of input): its counts cover part of the time.
     pub partial: bool,
@@ -55,8 +62,9 @@ pub struct Windower<C> {
     /// periodically); an idle agent's window is closed by [`Windower::tick`] after this.
     grace_ns: u64,
     open: HashMap<u64, Window>,
-    /// Cgroups that already had a window.
-    seen: HashSet<u64>,
+    /// Per agent cgroup: boot-time ns of its first activity (its first event other than an
+    /// announcement), `None` while it has only been announced.
+    active_since: HashMap<u64, Option<u64>>,
     classifier: C,
     /// Unix time minus boot time, in ns: live from the clocks, in replay from the trace header.
     wall_offset_ns: Option<i128>,
@@ -70,7 +78,7 @@ impl<C: Classifier> Windower<C> {
             length_ns: (length.as_nanos() as u64).max(1),
             grace_ns: grace.as_nanos() as u64,
             open: HashMap::default(),
-            seen: HashSet::default(),
+            active_since: HashMap::default(),
             classifier,
             wall_offset_ns: None,
             wall_anchor_ns: None,
@@ -99,6 +107,15 @@ impl<C: Classifier> Windower<C> {
         }
         let Some(agent) = &event.agent else { return };
         let start = event.ts_ns - event.ts_ns % self.length_ns;
+        let announcement = matches!(event.body, Body::AgentAdded(_) | Body::AgentRemoved(_));
+        let since = self.active_since.entry(event.cgroup_id).or_insert(None);
+        if since.is_none() && !announcement {
+            *since = Some(event.ts_ns);
+        }
+        // The agent's start-up is its first STARTUP_NS of activity, counted from its first
+        // event rather than from its announcement (the daemon announces a cgroup before its
+        // process runs): every window that holds part of it is a start-up window.
+        let startup = since.is_none_or(|t| start < t.saturating_add(STARTUP_NS));
         // A new window is built only when one starts: most events land in the open one.
         let new_window = |first: bool| Window {
             agent: agent.clone(),
@@ -116,19 +133,16 @@ impl<C: Classifier> Windower<C> {
             Entry::Occupied(open) => {
                 let window = open.into_mut();
                 if start > window.start_ns {
-                    out.push(std::mem::replace(window, new_window(false)));
+                    out.push(std::mem::replace(window, new_window(startup)));
                 }
                 window
             }
-            Entry::Vacant(slot) => {
-                let first = self.seen.insert(event.cgroup_id);
-                slot.insert(new_window(first))
-            }
+            Entry::Vacant(slot) => slot.insert(new_window(startup)),
         };
         // A record stamped before the open window (a late snapshot) counts in the open one.
         window.stats.add(event, &mut self.classifier);
         if matches!(event.body, Body::AgentRemoved(_)) {
-            self.seen.remove(&event.cgroup_id);
+            self.active_since.remove(&event.cgroup_id);
             if let Some(mut w) = self.open.remove(&event.cgroup_id) {
                 w.partial = true;
                 out.push(w);
