@@ -246,8 +246,13 @@ fn rate_limit_lets_about_n_connects_a_second_through() {
 /// The daemon binary with its stderr captured, waited for until ready.
 fn daemon(dir: &Path, tag: &str, config: &str) -> (Child, PathBuf) {
     let cfg = dir.join(format!("{tag}.yaml"));
-    // No control API: the host's default socket is not the test's to take.
-    std::fs::write(&cfg, format!("{config}\napi: null\n")).unwrap();
+    // No control API and no metrics listener: the host's default socket and port are not the
+    // test's to take, and tests run side by side.
+    let mut text = format!("{config}\napi: null\n");
+    if !config.contains("observability:") {
+        text.push_str("observability: {listen: null}\n");
+    }
+    std::fs::write(&cfg, text).unwrap();
     let ready = dir.join(format!("{tag}.ready"));
     let log = dir.join(format!("{tag}.log"));
     let mut child = Command::new(BIN)
