@@ -65,19 +65,22 @@ impl Daemon {
         let cfg = dir.join("config.yaml");
         // Keep the daemon's state (tiers, release requests) inside the test's directory, and pin
         // nothing unless the test asks: a test's containment must not outlive it on the host.
+        // Top-level keys only: `api:` also appears inside `kubernetes:`.
+        let keys: serde_yaml::Value = serde_yaml::from_str(config).expect("test config is YAML");
+        let has = |key: &str| keys.get(key).is_some();
         let mut config = config.to_owned();
-        if !config.contains("state_dir:") {
+        if !has("state_dir") {
             config = format!("{config}\nstate_dir: {}\n", dir.join("state").display());
         }
-        if !config.contains("pin_dir:") {
+        if !has("pin_dir") {
             config.push_str("pin_dir: null\n");
         }
         // No metrics endpoint unless the test asks: daemons of parallel tests would share a port.
-        if !config.contains("observability:") {
+        if !has("observability") {
             config.push_str("observability: {listen: null}\n");
         }
         // The control API listens inside the test's directory, not on the host's socket.
-        if !config.contains("api:") {
+        if !has("api") {
             config.push_str(&format!(
                 "api: {{socket: {}}}\n",
                 dir.join("api.sock").display()
