@@ -404,18 +404,9 @@ fn responding_config(dir: &Path, watch: &Path, pin: &Path, soc: Option<&str>) ->
 const WEBHOOK_KEY: &[u8] = b"test webhook key, at least 32 bytes long";
 
 fn audit_verifies(dir: &Path) -> String {
-    let out = Command::new(BIN)
-        .args(["audit", "verify"])
-        .arg(dir.join("audit.jsonl"))
-        .arg("--public-key")
-        .arg(dir.join("keys/audit-signing.pub"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "audit verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    assert_audit_verifies(
+        &dir.join("audit.jsonl"),
+        &dir.join("keys/audit-signing.pub"),
     );
     std::fs::read_to_string(dir.join("audit.jsonl")).unwrap()
 }

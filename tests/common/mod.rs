@@ -202,3 +202,20 @@ pub fn release(config: &Path, agent: &str, approver: &str) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
 }
+
+/// Runs `audit verify` on an audit log and asserts that the whole chain verifies.
+pub fn assert_audit_verifies(log: &Path, public_key: &Path) {
+    let out = Command::new(BIN)
+        .args(["audit", "verify"])
+        .arg(log)
+        .arg("--public-key")
+        .arg(public_key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
