@@ -33,6 +33,9 @@ use anyhow::{Context as _, anyhow, bail};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     Getppid(u64),
+    /// `hop:ROUNDS`: round r moves the thread to the next CPU, then calls getppid r times (a
+    /// syscall stream whose order can be checked across CPU migrations).
+    Hop(u64),
     Read(String),
     Write(String),
     Unlink(String),
@@ -64,6 +67,7 @@ impl std::str::FromStr for Step {
         };
         Ok(match op {
             "getppid" => Step::Getppid(num(arg)?),
+            "hop" => Step::Hop(num(arg)?),
             "read" => Step::Read(arg.into()),
             "write" => Step::Write(arg.into()),
             "unlink" => Step::Unlink(arg.into()),
@@ -164,6 +168,15 @@ fn run_step(step: &Step) -> anyhow::Result<()> {
             for _ in 0..*n {
                 // SAFETY: no arguments, cannot fail.
                 std::hint::black_box(unsafe { libc::getppid() });
+            }
+        }
+        Step::Hop(rounds) => {
+            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+            for r in 1..=*rounds {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(r as usize % cpus)?;
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
+                run_step(&Step::Getppid(r))?;
             }
         }
         Step::Read(p) => {
