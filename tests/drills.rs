@@ -215,8 +215,6 @@ fn a_live_subset_is_detected_contained_and_released() {
 
 /// Live, as root: every shipped class's benign workload runs without containment.
 #[test]
-#[ignore = "open (issue 5): on a quiet machine the fraud and onboarding window models contain \
-            their benign live runs; the replay of the same scenarios passes"]
 fn benign_live_runs_are_not_contained() {
     let _one_at_a_time = LIVE
         .lock()
