@@ -161,8 +161,13 @@ fn background(
 fn runs(n: usize, bin: &Path, config: &Path, agent: &Path, port: u16) -> anyhow::Result<Vec<f64>> {
     let mut out = Vec::new();
     for _ in 0..n {
-        let mut cmd = Command::new(bin);
-        cmd.arg("workload")
+        // On CPU 1, away from the daemon on CPU 0 (the PERF-ANCHORS set-up): an offender that
+        // lands on the daemon's CPU spins its connect loop there, and the daemon's reaction
+        // waits for the scheduler to preempt it.
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", "1"])
+            .arg(bin)
+            .arg("workload")
             .arg(format!(
                 "offend:/var/run/secrets/kubernetes.io/serviceaccount/token:127.0.0.1:{port}"
             ))

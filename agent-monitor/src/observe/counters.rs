@@ -157,6 +157,9 @@ impl Observer {
     }
 
     pub fn on_finding(&mut self, f: &Finding) {
+        // A finding may have moved its agent to another tier: the agents gauge is republished at
+        // this batch's flush, not up to a second later (a quiet agent may bring no next batch).
+        self.agents_at = None;
         let tier = f
             .tier
             .or_else(|| self.policy.thresholds(&f.class).tier_of(f.score));
@@ -169,7 +172,7 @@ impl Observer {
     }
 
     /// Adds the batch's counts to the metrics; recomputes the agents gauge at most once a
-    /// second (with the tiers the response stage holds now).
+    /// second, or at once after a finding (with the tiers the response stage holds now).
     pub fn flush(&mut self, responder: Option<&Responder>) {
         for c in &mut self.classes {
             for (kind_id, k) in c.kinds.iter_mut().enumerate() {
