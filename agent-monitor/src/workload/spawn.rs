@@ -14,7 +14,7 @@ use crate::cgroup;
 
 /// The environment an agent starts with: a Debian image's `PATH` and the UTF-8 C locale that
 /// language images set (the shipped class models were recorded with it).
-pub const AGENT_ENV: [(&str, &str); 2] = [
+const AGENT_ENV: [(&str, &str); 2] = [
     (
         "PATH",
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
