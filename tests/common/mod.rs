@@ -60,6 +60,16 @@ pub struct Daemon {
     pub trace: PathBuf,
 }
 
+/// A test that fails before `stop` must not leave its daemon running with programs attached.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Daemon {
     pub fn start(dir: &Path, config: &str, cgroup: Option<&Path>) -> Self {
         let cfg = dir.join("config.yaml");
