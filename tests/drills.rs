@@ -171,30 +171,33 @@ fn the_catalog_checks_out() {
     assert!(ok, "{text}");
 }
 
-/// Live, as root: the subset CI runs on the real kernel.
-#[test]
-fn a_live_subset_is_detected_contained_and_released() {
+/// `drill run --live` over `scenarios` (one live run at a time, agents of the release build);
+/// asserts that the run passed and returns its report.
+fn run_live(scenarios: &[&str]) -> Value {
     let _one_at_a_time = LIVE
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().display().to_string();
     let agent = release_bin();
-    let (ok, text) = drill(&[
-        "run",
-        "--live",
-        "--agent-bin",
-        &agent,
-        "--out",
-        &dir,
+    let mut args = vec!["run", "--live", "--agent-bin", &agent, "--out", &dir];
+    args.extend(scenarios);
+    let (ok, text) = drill(&args);
+    let r = report(out.path());
+    assert!(ok, "drill run --live failed:\n{text}");
+    r
+}
+
+/// Live, as root: the subset CI runs on the real kernel.
+#[test]
+fn a_live_subset_is_detected_contained_and_released() {
+    let r = run_live(&[
         "sa-token-read",
         "cloud-credentials-read",
         "reverse-shell",
         "pipe-to-shell",
         "port-scan",
     ]);
-    let r = report(out.path());
-    assert!(ok, "drill run --live failed:\n{text}");
     for name in ["sa-token-read", "reverse-shell", "pipe-to-shell"] {
         let s = scenario(&r, name);
         assert_eq!(s["tier"], "contain", "{name}: {s:#}");
@@ -216,18 +219,8 @@ fn a_live_subset_is_detected_contained_and_released() {
 /// Live, as root: every shipped class's benign workload runs without containment.
 #[test]
 fn benign_live_runs_are_not_contained() {
-    let _one_at_a_time = LIVE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let out = tempfile::tempdir().unwrap();
-    let dir = out.path().display().to_string();
-    let agent = release_bin();
     let benign = ["benign-fraud", "benign-onboarding", "benign-compliance"];
-    let mut args = vec!["run", "--live", "--agent-bin", &agent, "--out", &dir];
-    args.extend(benign);
-    let (ok, text) = drill(&args);
-    let r = report(out.path());
-    assert!(ok, "drill run --live failed:\n{text}");
+    let r = run_live(&benign);
     for name in benign {
         let s = scenario(&r, name);
         assert_ne!(s["tier"], "contain", "{name}: {s:#}");
