@@ -31,6 +31,8 @@ pub enum AnomalyError {
     NoRows,
     #[error("{names} feature names for {columns} feature columns")]
     NamesMismatch { names: usize, columns: usize },
+    #[error("{folds} fold assignments for {rows} training windows")]
+    FoldsMismatch { folds: usize, rows: usize },
     #[error("window has {got} features, the model expects {expected}")]
     FeatureCount { expected: usize, got: usize },
     #[error("feature {feature} (column {column}) of row {row} is not finite: {value}")]
@@ -211,6 +213,12 @@ impl WindowModel {
         if rows == 0 {
             return Err(AnomalyError::NoRows);
         }
+        if fold_of.len() != rows {
+            return Err(AnomalyError::FoldsMismatch {
+                folds: fold_of.len(),
+                rows,
+            });
+        }
         for ((row, column), &value) in features.indexed_iter() {
             if !value.is_finite() {
                 return Err(AnomalyError::NonFinite {
@@ -308,7 +316,7 @@ fn held_out_scores(
 ) -> Vec<f64> {
     let rows = x.nrows();
     let folds = params.folds;
-    if folds < 2 || rows < 4 * folds || fold_of.len() != rows {
+    if folds < 2 || rows < 4 * folds {
         return x
             .rows()
             .into_iter()
