@@ -205,20 +205,29 @@ impl Pipeline {
                 Ok(()) => {
                     self.identities.attribute(&mut event);
                     self.observe(&event);
+                    if let Some(r) = &mut self.responder {
+                        r.on_event(&event);
+                    }
+                    // Before any decision: a forensic snapshot must hold the offending event.
+                    if let Some(f) = &self.flight {
+                        f.push(&event);
+                    }
+                    // Act at once on what the rules decide: containment waits neither for the
+                    // rest of the batch nor for this event's output and window (PERF-ANCHORS
+                    // row 6), so a finding's line may come before its event's.
+                    if let Some(d) = &mut self.detection {
+                        d.on_event_rules(&event, &mut self.findings);
+                    }
+                    if !self.findings.is_empty() {
+                        self.emit_findings(event.ts_ns)?;
+                    }
                     if let Some(out) = &mut self.json {
                         serde_json::to_writer(&mut *out, &event)?;
                         out.write_all(b"\n")?;
                     }
-                    if let Some(r) = &mut self.responder {
-                        r.on_event(&event);
-                    }
-                    if let Some(f) = &self.flight {
-                        f.push(&event);
-                    }
                     if let Some(d) = &mut self.detection {
-                        d.on_event(&event, &mut self.findings);
+                        d.on_event_windows(&event, &mut self.findings);
                     }
-                    // Act at once: containment must not wait for the rest of the batch.
                     if !self.findings.is_empty() {
                         self.emit_findings(event.ts_ns)?;
                     }

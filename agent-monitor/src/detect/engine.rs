@@ -135,6 +135,13 @@ impl Detection {
     }
 
     pub fn on_event(&mut self, event: &Event, out: &mut Vec<Finding>) {
+        self.on_event_rules(event, out);
+        self.on_event_windows(event, out);
+    }
+
+    /// The first half of [`Detection::on_event`]: what can be decided from this event alone
+    /// (rules, an agent left unidentified), so that a containment need not wait for the rest.
+    pub fn on_event_rules(&mut self, event: &Event, out: &mut Vec<Finding>) {
         self.now_ns = self.now_ns.max(event.ts_ns);
         self.check_unidentified(event, out);
         if let Some(rules) = &mut self.rules {
@@ -142,6 +149,11 @@ impl Detection {
             rules.on_event(event, out);
             self.stats.findings += (out.len() - before) as u64;
         }
+    }
+
+    /// The second half of [`Detection::on_event`]: the event joins its window, and windows
+    /// that closed are scored.
+    pub fn on_event_windows(&mut self, event: &Event, out: &mut Vec<Finding>) {
         self.windower.add(event, &mut self.closed);
         self.score_closed(out);
     }
