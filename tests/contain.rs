@@ -239,6 +239,19 @@ fn rate_limit_lets_about_n_connects_a_second_through() {
     let (ok, _, elapsed) = attempts(&agent, "connect", &addr, 50);
     let max = 5 + (elapsed.as_secs_f64() * 5.0).ceil() as u32 + 1;
     assert!((5..=max).contains(&ok), "{ok} after lowering to 5/s");
+    // A deny on a cgroup with an entry already (read first, then updated) keeps its rate.
+    let denied = c.deny_all(id, None).unwrap();
+    assert!(
+        denied
+            .before
+            .is_some_and(|p| !p.deny_all && p.connects_per_s == Some(5))
+    );
+    assert!(
+        denied
+            .after
+            .is_some_and(|p| p.deny_all && p.connects_per_s == Some(5))
+    );
+    assert!(!connect_ok(&agent, &addr));
     c.release(id).unwrap();
     assert!(connect_ok(&agent, &addr));
 }

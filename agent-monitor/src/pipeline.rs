@@ -12,6 +12,9 @@ use crate::{
     trace::TraceWriter,
 };
 
+/// Records decided on before any of them is written out or windowed (see `Pipeline::process`).
+const CHUNK: usize = 256;
+
 /// How long the end of a run waits for forensic snapshots still being written.
 const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -34,8 +37,8 @@ pub struct Stats {
 #[derive(Default)]
 pub struct Pipeline {
     decoder: Decoder,
-    /// The event every record is decoded into, kept between batches with its buffers.
-    event: Option<Event>,
+    /// The events a chunk of records is decoded into, kept between batches with their buffers.
+    events: Vec<Event>,
     identities: Identities,
     json: Option<Box<dyn Write + Send>>,
     trace: Option<TraceWriter<Box<dyn Write + Send>>>,
@@ -194,54 +197,30 @@ impl Pipeline {
         }
     }
 
+    /// Records are taken in chunks: every record of a chunk is decoded, attributed and run
+    /// through the rules (a decision is acted on at once), then the chunk's events are written
+    /// out and added to their windows. A containment thus waits neither for the rest of the
+    /// batch nor for the output and windows of the records before it (PERF-ANCHORS row 6),
+    /// and each stage still sees the events in order; a finding's line may come before its
+    /// event's.
     pub fn process(&mut self, batch: &Batch) -> anyhow::Result<()> {
-        let mut event = self.event.take().unwrap_or_else(Event::blank);
-        for record in batch.iter() {
-            self.stats.records += 1;
-            if let Some(trace) = &mut self.trace {
-                trace.write(record)?;
+        let mut events = std::mem::take(&mut self.events);
+        let mut records = batch.iter().peekable();
+        while records.peek().is_some() {
+            let mut n = 0;
+            for record in records.by_ref().take(CHUNK) {
+                if events.len() == n {
+                    events.push(Event::blank());
+                }
+                if self.decide(record, &mut events[n])? {
+                    n += 1;
+                }
             }
-            match self.decoder.decode_into(record, &mut event) {
-                Ok(()) => {
-                    self.identities.attribute(&mut event);
-                    self.observe(&event);
-                    if let Some(r) = &mut self.responder {
-                        r.on_event(&event);
-                    }
-                    // Before any decision: a forensic snapshot must hold the offending event.
-                    if let Some(f) = &self.flight {
-                        f.push(&event);
-                    }
-                    // Act at once on what the rules decide: containment waits neither for the
-                    // rest of the batch nor for this event's output and window (PERF-ANCHORS
-                    // row 6), so a finding's line may come before its event's.
-                    if let Some(d) = &mut self.detection {
-                        d.on_event_rules(&event, &mut self.findings);
-                    }
-                    if !self.findings.is_empty() {
-                        self.emit_findings(event.ts_ns)?;
-                    }
-                    if let Some(out) = &mut self.json {
-                        serde_json::to_writer(&mut *out, &event)?;
-                        out.write_all(b"\n")?;
-                    }
-                    if let Some(d) = &mut self.detection {
-                        d.on_event_windows(&event, &mut self.findings);
-                    }
-                    if !self.findings.is_empty() {
-                        self.emit_findings(event.ts_ns)?;
-                    }
-                }
-                Err(e) => {
-                    self.stats.decode_errors += 1;
-                    if let Some(o) = &mut self.observer {
-                        o.on_decode_error();
-                    }
-                    log::warn!("record {} not decoded: {e}", self.stats.records);
-                }
+            for event in &events[..n] {
+                self.record(event)?;
             }
         }
-        self.event = Some(event);
+        self.events = events;
         let now = self.live_clock.then(crate::clock::boot_ns);
         if let Some(d) = &mut self.detection {
             d.tick(now, &mut self.findings);
@@ -255,6 +234,54 @@ impl Pipeline {
         self.publish_attribution();
         if let Some(o) = &mut self.observer {
             o.flush(self.responder.as_ref());
+        }
+        Ok(())
+    }
+
+    /// Decodes, attributes and runs the rules on one record, acting at once on what they
+    /// find. False: the record did not decode.
+    fn decide(&mut self, record: &[u8], event: &mut Event) -> anyhow::Result<bool> {
+        self.stats.records += 1;
+        if let Some(trace) = &mut self.trace {
+            trace.write(record)?;
+        }
+        if let Err(e) = self.decoder.decode_into(record, event) {
+            self.stats.decode_errors += 1;
+            if let Some(o) = &mut self.observer {
+                o.on_decode_error();
+            }
+            log::warn!("record {} not decoded: {e}", self.stats.records);
+            return Ok(false);
+        }
+        self.identities.attribute(event);
+        self.observe(event);
+        if let Some(r) = &mut self.responder {
+            r.on_event(event);
+        }
+        // Before any decision: a forensic snapshot must hold the offending event.
+        if let Some(f) = &self.flight {
+            f.push(event);
+        }
+        if let Some(d) = &mut self.detection {
+            d.on_event_rules(event, &mut self.findings);
+        }
+        if !self.findings.is_empty() {
+            self.emit_findings(event.ts_ns)?;
+        }
+        Ok(true)
+    }
+
+    /// Writes a decided event out and adds it to its window.
+    fn record(&mut self, event: &Event) -> anyhow::Result<()> {
+        if let Some(out) = &mut self.json {
+            serde_json::to_writer(&mut *out, event)?;
+            out.write_all(b"\n")?;
+        }
+        if let Some(d) = &mut self.detection {
+            d.on_event_windows(event, &mut self.findings);
+        }
+        if !self.findings.is_empty() {
+            self.emit_findings(event.ts_ns)?;
         }
         Ok(())
     }
