@@ -169,7 +169,8 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         Command::Contain(args) => contain::run(&args),
         Command::Drill(args) => drill::run(&args),
         Command::Probe => {
-            let (_, report) = Platform::probe()?;
+            let (_, mut report) = Platform::probe()?;
+            report.probe_optional();
             print!("{report}");
             Ok(ExitCode::SUCCESS)
         }
