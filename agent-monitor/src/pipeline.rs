@@ -286,6 +286,14 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Publishes the metrics that are due without waiting for a batch (the agents gauge after a
+    /// finding); the daemon calls it every 100 ms.
+    pub fn flush_metrics(&mut self) {
+        if let Some(o) = &mut self.observer {
+            o.flush(self.responder.as_ref());
+        }
+    }
+
     /// Attribution counters and coverage (attributed / seen), once per batch.
     fn publish_attribution(&mut self) {
         let (a, u) = (self.stats.attributed, self.stats.unattributed);

@@ -242,8 +242,9 @@ fn watch_pod_sync(
 }
 
 /// Runs until SIGINT/SIGTERM or `duration`, then drains what the kernel still holds. SIGHUP
-/// reloads the rules between two batches; release requests left by the CLI are carried out, and
-/// actions finished off the pipeline thread (forensic snapshots) are reported, every 100 ms.
+/// reloads the rules between two batches; release requests left by the CLI are carried out,
+/// actions finished off the pipeline thread (forensic snapshots) are reported, and metrics that
+/// are due are published, every 100 ms.
 pub async fn run_until_stopped(
     source: &mut LiveSource,
     pipeline: &mut Pipeline,
@@ -278,6 +279,7 @@ pub async fn run_until_stopped(
             _ = releases.tick() => {
                 pipeline.carry_out_releases(&state)?;
                 pipeline.collect_completed(None)?;
+                pipeline.flush_metrics();
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
