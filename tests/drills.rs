@@ -36,7 +36,9 @@ fn drill(args: &[&str]) -> (bool, String) {
 }
 
 /// Live drills run one at a time: each binds the class service at the port the class models
-/// know, and a second one at once would have to move it elsewhere.
+/// know, and a second one at once would have to move it elsewhere. The replay of the whole
+/// catalog takes it too, so that a live agent, whose behaviour the drill judges, never shares
+/// the machine's CPUs with a busy replay.
 static LIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The release build of the binary, which the live tests' agents run (scripts/test.sh builds
@@ -70,6 +72,9 @@ fn scenario<'a>(report: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn every_scenario_of_the_catalog_passes_in_replay() {
+    let _not_beside_a_live_run = LIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().display().to_string();
     let (ok, text) = drill(&["run", "--replay", "--out", &dir]);
