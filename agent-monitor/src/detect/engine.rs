@@ -134,13 +134,8 @@ impl Detection {
         self.baselines.state(class)
     }
 
-    pub fn on_event(&mut self, event: &Event, out: &mut Vec<Finding>) {
-        self.on_event_rules(event, out);
-        self.on_event_windows(event, out);
-    }
-
-    /// The first half of [`Detection::on_event`]: what can be decided from this event alone
-    /// (rules, an agent left unidentified), so that a containment need not wait for the rest.
+    /// What can be decided from an event alone (rules, an agent left unidentified), so that a
+    /// containment need not wait for [`Detection::on_event_windows`].
     pub fn on_event_rules(&mut self, event: &Event, out: &mut Vec<Finding>) {
         self.now_ns = self.now_ns.max(event.ts_ns);
         self.check_unidentified(event, out);
@@ -151,8 +146,8 @@ impl Detection {
         }
     }
 
-    /// The second half of [`Detection::on_event`]: the event joins its window, and windows
-    /// that closed are scored.
+    /// After [`Detection::on_event_rules`]: the event joins its window, and windows that
+    /// closed are scored.
     pub fn on_event_windows(&mut self, event: &Event, out: &mut Vec<Finding>) {
         self.windower.add(event, &mut self.closed);
         self.score_closed(out);
@@ -325,7 +320,8 @@ mod tests {
     fn unidentified_findings(d: &mut Detection, events: &[Event]) -> Vec<Finding> {
         let mut out = Vec::new();
         for e in events {
-            d.on_event(e, &mut out);
+            d.on_event_rules(e, &mut out);
+            d.on_event_windows(e, &mut out);
         }
         out.retain(|f| f.source == Source::Unidentified);
         out
