@@ -82,19 +82,7 @@ fn audit_config(dir: &Path, keys: &Path) -> String {
 /// The audit log's entries, after `audit verify` passed on it.
 fn verified_audit(dir: &Path, keys: &Path) -> Vec<Value> {
     let log = dir.join("audit.jsonl");
-    let out = Command::new(BIN)
-        .args(["audit", "verify"])
-        .arg(&log)
-        .arg("--public-key")
-        .arg(keys.join("audit-signing.pub"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "audit verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_audit_verifies(&log, &keys.join("audit-signing.pub"));
     read_jsonl(&log)
 }
 

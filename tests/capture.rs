@@ -210,6 +210,44 @@ fn monitored_agent_actions_arrive_with_agent_kind_and_arguments() {
     );
 }
 
+/// A thread that moves between CPUs keeps its syscall ids in order: round r pins it to the
+/// next CPU (sched_setaffinity, 203) and calls getppid (110) r times, so the stream must read
+/// 203, 110 x1, 203, 110 x2, ... Ids left in a CPU's batch when the thread moved away came out
+/// after later ones, and the sequence models learned n-grams no thread ever made.
+#[test]
+fn syscall_ids_stay_in_order_when_the_thread_changes_cpu() {
+    const ROUNDS: usize = 60;
+    let cgroups = TestCgroups::new("hop");
+    let agent = cgroups.dir("agents/fraud/agent-h");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = format!(
+        "watch: [{}]\nsnapshot_interval_ms: 100\n",
+        cgroups.root.join("agents").display()
+    );
+    let daemon = Daemon::start(tmp.path(), &config, None);
+    let (pid, code) = workload_in(&agent, &[format!("hop:{ROUNDS}")]);
+    assert_eq!(code, 0);
+    std::thread::sleep(Duration::from_millis(250));
+    let events = daemon.stop();
+
+    let ids: Vec<u64> = of_kind(&events, "syscalls")
+        .filter(|e| e["pid"] == pid)
+        .flat_map(|e| e["ids"].as_array().unwrap().iter())
+        .map(|i| i.as_u64().unwrap())
+        .filter(|i| *i == 110 || *i == 203)
+        .collect();
+    let first = ids.iter().position(|i| *i == 203).expect("a CPU hop");
+    let runs: Vec<usize> = ids[first + 1..]
+        .split(|i| *i == 203)
+        .map(<[u64]>::len)
+        .collect();
+    assert_eq!(
+        runs,
+        (1..=ROUNDS).collect::<Vec<_>>(),
+        "getppid runs between CPU hops, in stream order"
+    );
+}
+
 #[test]
 fn recorded_session_replays_to_identical_events() {
     let cgroups = TestCgroups::new("replay");

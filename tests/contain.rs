@@ -239,6 +239,19 @@ fn rate_limit_lets_about_n_connects_a_second_through() {
     let (ok, _, elapsed) = attempts(&agent, "connect", &addr, 50);
     let max = 5 + (elapsed.as_secs_f64() * 5.0).ceil() as u32 + 1;
     assert!((5..=max).contains(&ok), "{ok} after lowering to 5/s");
+    // A deny on a cgroup with an entry already (read first, then updated) keeps its rate.
+    let denied = c.deny_all(id, None).unwrap();
+    assert!(
+        denied
+            .before
+            .is_some_and(|p| !p.deny_all && p.connects_per_s == Some(5))
+    );
+    assert!(
+        denied
+            .after
+            .is_some_and(|p| p.deny_all && p.connects_per_s == Some(5))
+    );
+    assert!(!connect_ok(&agent, &addr));
     c.release(id).unwrap();
     assert!(connect_ok(&agent, &addr));
 }
@@ -246,8 +259,13 @@ fn rate_limit_lets_about_n_connects_a_second_through() {
 /// The daemon binary with its stderr captured, waited for until ready.
 fn daemon(dir: &Path, tag: &str, config: &str) -> (Child, PathBuf) {
     let cfg = dir.join(format!("{tag}.yaml"));
-    // No control API: the host's default socket is not the test's to take.
-    std::fs::write(&cfg, format!("{config}\napi: null\n")).unwrap();
+    // No control API and no metrics listener: the host's default socket and port are not the
+    // test's to take, and tests run side by side.
+    let mut text = format!("{config}\napi: null\n");
+    if !config.contains("observability:") {
+        text.push_str("observability: {listen: null}\n");
+    }
+    std::fs::write(&cfg, text).unwrap();
     let ready = dir.join(format!("{tag}.ready"));
     let log = dir.join(format!("{tag}.log"));
     let mut child = Command::new(BIN)
@@ -399,18 +417,9 @@ fn responding_config(dir: &Path, watch: &Path, pin: &Path, soc: Option<&str>) ->
 const WEBHOOK_KEY: &[u8] = b"test webhook key, at least 32 bytes long";
 
 fn audit_verifies(dir: &Path) -> String {
-    let out = Command::new(BIN)
-        .args(["audit", "verify"])
-        .arg(dir.join("audit.jsonl"))
-        .arg("--public-key")
-        .arg(dir.join("keys/audit-signing.pub"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "audit verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    assert_audit_verifies(
+        &dir.join("audit.jsonl"),
+        &dir.join("keys/audit-signing.pub"),
     );
     std::fs::read_to_string(dir.join("audit.jsonl")).unwrap()
 }

@@ -16,8 +16,6 @@ fn yaml(path: &Path) -> serde_yaml::Value {
 }
 
 #[test]
-#[ignore = "needs the observability, api and kubernetes keys (obs, grpc and k8s branches): remove \
-            this once they are merged"]
 fn shipped_kubernetes_configs_parse() {
     let configmap = root().join("deploy/kubernetes/04-configmap.yaml");
     let values = root().join("deploy/helm/agent-monitor/values.yaml");

@@ -36,7 +36,9 @@ fn drill(args: &[&str]) -> (bool, String) {
 }
 
 /// Live drills run one at a time: each binds the class service at the port the class models
-/// know, and a second one at once would have to move it elsewhere.
+/// know, and a second one at once would have to move it elsewhere. The replay of the whole
+/// catalog takes it too, so that a live agent, whose behaviour the drill judges, never shares
+/// the machine's CPUs with a busy replay.
 static LIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The release build of the binary, which the live tests' agents run (scripts/test.sh builds
@@ -70,6 +72,9 @@ fn scenario<'a>(report: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn every_scenario_of_the_catalog_passes_in_replay() {
+    let _not_beside_a_live_run = LIVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().display().to_string();
     let (ok, text) = drill(&["run", "--replay", "--out", &dir]);
@@ -171,31 +176,33 @@ fn the_catalog_checks_out() {
     assert!(ok, "{text}");
 }
 
-/// Live, as root: the subset CI runs on the real kernel.
-#[test]
-fn a_live_subset_is_detected_contained_and_released() {
+/// `drill run --live` over `scenarios` (one live run at a time, agents of the release build);
+/// asserts that the run passed and returns its report.
+fn run_live(scenarios: &[&str]) -> Value {
     let _one_at_a_time = LIVE
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().display().to_string();
     let agent = release_bin();
-    let (ok, text) = drill(&[
-        "run",
-        "--live",
-        "--agent-bin",
-        &agent,
-        "--out",
-        &dir,
+    let mut args = vec!["run", "--live", "--agent-bin", &agent, "--out", &dir];
+    args.extend(scenarios);
+    let (ok, text) = drill(&args);
+    let r = report(out.path());
+    assert!(ok, "drill run --live failed:\n{text}");
+    r
+}
+
+/// Live, as root: the subset CI runs on the real kernel.
+#[test]
+fn a_live_subset_is_detected_contained_and_released() {
+    let r = run_live(&[
         "sa-token-read",
         "cloud-credentials-read",
         "reverse-shell",
         "pipe-to-shell",
         "port-scan",
-        "benign-onboarding",
     ]);
-    let r = report(out.path());
-    assert!(ok, "drill run --live failed:\n{text}");
     for name in ["sa-token-read", "reverse-shell", "pipe-to-shell"] {
         let s = scenario(&r, name);
         assert_eq!(s["tier"], "contain", "{name}: {s:#}");
@@ -212,12 +219,18 @@ fn a_live_subset_is_detected_contained_and_released() {
         scan["detected"] == true && scan["release_verified"] == true,
         "{scan:#}"
     );
-    let benign = scenario(&r, "benign-onboarding");
-    assert_ne!(benign["tier"], "contain");
-    assert!(
-        benign["events"].as_u64().unwrap() > 100,
-        "the benign agent ran"
-    );
+}
+
+/// Live, as root: every shipped class's benign workload runs without containment.
+#[test]
+fn benign_live_runs_are_not_contained() {
+    let benign = ["benign-fraud", "benign-onboarding", "benign-compliance"];
+    let r = run_live(&benign);
+    for name in benign {
+        let s = scenario(&r, name);
+        assert_ne!(s["tier"], "contain", "{name}: {s:#}");
+        assert!(s["events"].as_u64().unwrap() > 100, "{name}: the agent ran");
+    }
 }
 
 /// Live, as root: `record --agent` (through `drill record`) captures a trace that replays to

@@ -171,19 +171,7 @@ fn a_contain_rule_denies_the_next_connect_until_two_approvers_release() {
         !log.contains("fraud-9") && !log.contains("alice"),
         "tokenised: {log}"
     );
-    let out = Command::new(BIN)
-        .args(["audit", "verify"])
-        .arg(&audit_log)
-        .arg("--public-key")
-        .arg(keys.join("audit-signing.pub"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "audit verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_audit_verifies(&audit_log, &keys.join("audit-signing.pub"));
     let _ = std::fs::remove_dir_all(&pins);
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Unmonitored tasks pay the cgroup id helper and one hash lookup. Monitored ones add a per-CPU
 //! counter increment and, when their class asks for sequences, a write into the per-CPU batch
-//! that goes to the ring buffer once every `SYSCALL_BATCH_LEN` syscalls.
+//! that goes to the ring buffer once every `SYSCALL_BATCH_LEN` syscalls, or earlier when its
+//! thread leaves the CPU (`sched_switch`).
 
 use agent_monitor_common::{
     SLOT_FLAG_SYSCALL_STREAM, SYSCALL_BATCH_LEN, SYSCALL_BUCKETS, SyscallBatch, kind,
@@ -29,6 +30,34 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter_raw(ctx: RawTracePointContext) -> i32 {
     on_sys_enter(ctx.arg(1))
+}
+
+/// A thread's unsent ids leave the CPU with it. Otherwise a thread that migrates starts a new
+/// batch on its new CPU while its older ids wait here, and appends to this stale batch when it
+/// comes back: its ids would reach userspace out of order, and the sequence models would see
+/// syscall n-grams the thread never made (on an idle machine, where one agent's thread hops
+/// between CPUs, about 1% of its 6-grams).
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(_ctx: BtfTracePointContext) -> i32 {
+    on_sched_switch()
+}
+
+/// Fallback when tp_btf cannot be loaded (raw_tp).
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_switch_raw(_ctx: RawTracePointContext) -> i32 {
+    on_sched_switch()
+}
+
+#[inline(always)]
+fn on_sched_switch() -> i32 {
+    // Every context switch on the machine passes here: one per-CPU lookup and a compare when
+    // no monitored thread ran since the last switch. The batch can only belong to the thread
+    // being switched out, since any other thread's batch went out at its own switch.
+    if let Some(batch) = STREAM.get_ptr_mut(0) {
+        // SAFETY: per-CPU buffer, see `push_stream`; sched_switch runs with preemption off.
+        flush_stream(unsafe { &mut *batch });
+    }
+    0
 }
 
 #[inline(always)]

@@ -12,6 +12,12 @@ use crate::{
     trace::TraceWriter,
 };
 
+/// Records decided on before any of them is written out or windowed (see `Pipeline::process`).
+const CHUNK: usize = 256;
+
+/// How long the end of a run waits for forensic snapshots still being written.
+const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Counters reported at the end of a run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
@@ -31,8 +37,8 @@ pub struct Stats {
 #[derive(Default)]
 pub struct Pipeline {
     decoder: Decoder,
-    /// The event every record is decoded into, kept between batches with its buffers.
-    event: Option<Event>,
+    /// The events a chunk of records is decoded into, kept between batches with their buffers.
+    events: Vec<Event>,
     identities: Identities,
     json: Option<Box<dyn Write + Send>>,
     trace: Option<TraceWriter<Box<dyn Write + Send>>>,
@@ -151,6 +157,28 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Hands the actions that finished off the pipeline thread (forensic snapshots) to the
+    /// sinks and the output; `wait`: at exit, how long to wait for those still running.
+    pub fn collect_completed(&mut self, wait: Option<std::time::Duration>) -> anyhow::Result<()> {
+        let Some(responder) = &mut self.responder else {
+            return Ok(());
+        };
+        for done in responder.completed(wait) {
+            log::warn!(
+                "completed: {} [{}] {}={}",
+                done.target.agent_id,
+                done.target.class,
+                done.outcome.action,
+                if done.outcome.ok { "ok" } else { "FAILED" }
+            );
+            if let Some(out) = self.findings_out.as_mut().or(self.json.as_mut()) {
+                serde_json::to_writer(&mut *out, &serde_json::json!({ "completed": done }))?;
+                out.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reloads the rules from `dir` between two batches, so no event is skipped; a directory
     /// with any error leaves the rules in force unchanged.
     pub fn reload_rules(&mut self, dir: &std::path::Path) {
@@ -169,45 +197,30 @@ impl Pipeline {
         }
     }
 
+    /// Records are taken in chunks: every record of a chunk is decoded, attributed and run
+    /// through the rules (a decision is acted on at once), then the chunk's events are written
+    /// out and added to their windows. A containment thus waits neither for the rest of the
+    /// batch nor for the output and windows of the records before it (PERF-ANCHORS row 6),
+    /// and each stage still sees the events in order; a finding's line may come before its
+    /// event's.
     pub fn process(&mut self, batch: &Batch) -> anyhow::Result<()> {
-        let mut event = self.event.take().unwrap_or_else(Event::blank);
-        for record in batch.iter() {
-            self.stats.records += 1;
-            if let Some(trace) = &mut self.trace {
-                trace.write(record)?;
+        let mut events = std::mem::take(&mut self.events);
+        let mut records = batch.iter().peekable();
+        while records.peek().is_some() {
+            let mut n = 0;
+            for record in records.by_ref().take(CHUNK) {
+                if events.len() == n {
+                    events.push(Event::blank());
+                }
+                if self.decide(record, &mut events[n])? {
+                    n += 1;
+                }
             }
-            match self.decoder.decode_into(record, &mut event) {
-                Ok(()) => {
-                    self.identities.attribute(&mut event);
-                    self.observe(&event);
-                    if let Some(out) = &mut self.json {
-                        serde_json::to_writer(&mut *out, &event)?;
-                        out.write_all(b"\n")?;
-                    }
-                    if let Some(r) = &mut self.responder {
-                        r.on_event(&event);
-                    }
-                    if let Some(f) = &self.flight {
-                        f.push(&event);
-                    }
-                    if let Some(d) = &mut self.detection {
-                        d.on_event(&event, &mut self.findings);
-                    }
-                    // Act at once: containment must not wait for the rest of the batch.
-                    if !self.findings.is_empty() {
-                        self.emit_findings(event.ts_ns)?;
-                    }
-                }
-                Err(e) => {
-                    self.stats.decode_errors += 1;
-                    if let Some(o) = &mut self.observer {
-                        o.on_decode_error();
-                    }
-                    log::warn!("record {} not decoded: {e}", self.stats.records);
-                }
+            for event in &events[..n] {
+                self.record(event)?;
             }
         }
-        self.event = Some(event);
+        self.events = events;
         let now = self.live_clock.then(crate::clock::boot_ns);
         if let Some(d) = &mut self.detection {
             d.tick(now, &mut self.findings);
@@ -223,6 +236,62 @@ impl Pipeline {
             o.flush(self.responder.as_ref());
         }
         Ok(())
+    }
+
+    /// Decodes, attributes and runs the rules on one record, acting at once on what they
+    /// find. False: the record did not decode.
+    fn decide(&mut self, record: &[u8], event: &mut Event) -> anyhow::Result<bool> {
+        self.stats.records += 1;
+        if let Some(trace) = &mut self.trace {
+            trace.write(record)?;
+        }
+        if let Err(e) = self.decoder.decode_into(record, event) {
+            self.stats.decode_errors += 1;
+            if let Some(o) = &mut self.observer {
+                o.on_decode_error();
+            }
+            log::warn!("record {} not decoded: {e}", self.stats.records);
+            return Ok(false);
+        }
+        self.identities.attribute(event);
+        self.observe(event);
+        if let Some(r) = &mut self.responder {
+            r.on_event(event);
+        }
+        // Before any decision: a forensic snapshot must hold the offending event.
+        if let Some(f) = &self.flight {
+            f.push(event);
+        }
+        if let Some(d) = &mut self.detection {
+            d.on_event_rules(event, &mut self.findings);
+        }
+        if !self.findings.is_empty() {
+            self.emit_findings(event.ts_ns)?;
+        }
+        Ok(true)
+    }
+
+    /// Writes a decided event out and adds it to its window.
+    fn record(&mut self, event: &Event) -> anyhow::Result<()> {
+        if let Some(out) = &mut self.json {
+            serde_json::to_writer(&mut *out, event)?;
+            out.write_all(b"\n")?;
+        }
+        if let Some(d) = &mut self.detection {
+            d.on_event_windows(event, &mut self.findings);
+        }
+        if !self.findings.is_empty() {
+            self.emit_findings(event.ts_ns)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the metrics that are due without waiting for a batch (the agents gauge after a
+    /// finding); the daemon calls it every 100 ms.
+    pub fn flush_metrics(&mut self) {
+        if let Some(o) = &mut self.observer {
+            o.flush(self.responder.as_ref());
+        }
     }
 
     /// Attribution counters and coverage (attributed / seen), once per batch.
@@ -308,6 +377,8 @@ impl Pipeline {
             d.finish(&mut self.findings);
         }
         self.emit_findings(self.last_ts_ns)?;
+        // A snapshot still being written is evidence the output and the SOC must get.
+        self.collect_completed(Some(FINISH_WAIT))?;
         self.flush()
     }
 

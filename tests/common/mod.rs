@@ -60,24 +60,37 @@ pub struct Daemon {
     pub trace: PathBuf,
 }
 
+/// A test that fails before `stop` must not leave its daemon running with programs attached.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Daemon {
     pub fn start(dir: &Path, config: &str, cgroup: Option<&Path>) -> Self {
         let cfg = dir.join("config.yaml");
         // Keep the daemon's state (tiers, release requests) inside the test's directory, and pin
         // nothing unless the test asks: a test's containment must not outlive it on the host.
+        // Top-level keys only: `api:` also appears inside `kubernetes:`.
+        let keys: serde_yaml::Value = serde_yaml::from_str(config).expect("test config is YAML");
+        let has = |key: &str| keys.get(key).is_some();
         let mut config = config.to_owned();
-        if !config.contains("state_dir:") {
+        if !has("state_dir") {
             config = format!("{config}\nstate_dir: {}\n", dir.join("state").display());
         }
-        if !config.contains("pin_dir:") {
+        if !has("pin_dir") {
             config.push_str("pin_dir: null\n");
         }
         // No metrics endpoint unless the test asks: daemons of parallel tests would share a port.
-        if !config.contains("observability:") {
+        if !has("observability") {
             config.push_str("observability: {listen: null}\n");
         }
         // The control API listens inside the test's directory, not on the host's socket.
-        if !config.contains("api:") {
+        if !has("api") {
             config.push_str(&format!(
                 "api: {{socket: {}}}\n",
                 dir.join("api.sock").display()
@@ -198,4 +211,21 @@ pub fn release(config: &Path, agent: &str, approver: &str) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
+}
+
+/// Runs `audit verify` on an audit log and asserts that the whole chain verifies.
+pub fn assert_audit_verifies(log: &Path, public_key: &Path) {
+    let out = Command::new(BIN)
+        .args(["audit", "verify"])
+        .arg(log)
+        .arg("--public-key")
+        .arg(public_key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

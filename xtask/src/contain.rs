@@ -1,8 +1,9 @@
 //! `cargo xtask bench contain`: time from an agent's offending syscall to its containment being
 //! in force (PERF-ANCHORS row 6). The offender timestamps itself: it opens the Kubernetes
-//! service-account token path (a `contain` rule), then makes non-blocking TCP connects to a
-//! loopback listener in a tight loop until one is refused with EPERM, and reports the elapsed
-//! time. Each run is released (two approvers) before the next. Idle, and with another monitored
+//! service-account token path (a `contain` rule), then connects a UDP socket to a loopback
+//! address in a tight loop until the connect is refused with EPERM (the same cgroup connect hook
+//! as TCP, a probe of a few microseconds), reports the elapsed time, and checks that a TCP
+//! connect is refused too. Each run is released (two approvers) before the next. Idle, and with another monitored
 //! agent making a steady `--background-rate` syscalls a second, every syscall id streamed to the
 //! daemon (the unit of row 4).
 
@@ -59,8 +60,7 @@ fn measure(
     agent: &Path,
     noisy: &Path,
 ) -> anyhow::Result<serde_json::Value> {
-    // A deep accept queue: the offender connects in a tight loop, and an overflowing queue's
-    // one-second SYN retry would be measured instead of the containment.
+    // The offender's UDP probes need no listener; its closing TCP check connects here.
     let listener = crate::capture::daemon::loopback_listener()?;
     let port = listener.local_addr()?.port();
     std::thread::spawn(move || for _ in listener.incoming() {});
@@ -115,7 +115,7 @@ fn measure(
         .unwrap_or_default();
     let per_second = rates.lock().map(|r| r.clone()).unwrap_or_default();
     Ok(json!({
-        "method": "offender opens the service-account token path (contain rule), then makes non-blocking TCP connects in a loop until one is refused with EPERM; microseconds from the open to that refusal; released with two approvers between runs; daemon on CPU 0 with the shipped rules",
+        "method": "offender opens the service-account token path (contain rule), then connects a UDP socket in a loop until the connect is refused with EPERM (cgroup connect4 hook, as for TCP; a TCP connect is then checked to be refused too); microseconds from the open to that refusal; released with two approvers between runs; daemon on CPU 0 with the shipped rules",
         "idle": summary(&idle?),
         "under_load": summary(&loaded?),
         "background": {
@@ -161,8 +161,13 @@ fn background(
 fn runs(n: usize, bin: &Path, config: &Path, agent: &Path, port: u16) -> anyhow::Result<Vec<f64>> {
     let mut out = Vec::new();
     for _ in 0..n {
-        let mut cmd = Command::new(bin);
-        cmd.arg("workload")
+        // On CPU 1, away from the daemon on CPU 0 (the PERF-ANCHORS set-up): an offender that
+        // lands on the daemon's CPU spins its connect loop there, and the daemon's reaction
+        // waits for the scheduler to preempt it.
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", "1"])
+            .arg(bin)
+            .arg("workload")
             .arg(format!(
                 "offend:/var/run/secrets/kubernetes.io/serviceaccount/token:127.0.0.1:{port}"
             ))

@@ -84,7 +84,18 @@ fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
 
 /// Builds the release daemon the benchmarks run; returns its path.
 fn build_release(root: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
-    let status = std::process::Command::new("cargo")
+    let mut cargo = std::process::Command::new("cargo");
+    // `cargo run` gives xtask its own CARGO_* variables and LD_LIBRARY_PATH. Passed on, they reach
+    // crates that read variables at compile time, and the whole release build is redone instead
+    // of reusing the one `cargo build --release` from a shell made.
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        let ours = matches!(&*k, "CARGO_HOME" | "CARGO_TARGET_DIR");
+        if (k == "CARGO" || k.starts_with("CARGO_") || k == "LD_LIBRARY_PATH") && !ours {
+            cargo.env_remove(&key);
+        }
+    }
+    let status = cargo
         .args(["build", "--release", "-p", "agent-monitor"])
         .current_dir(root)
         .status()?;

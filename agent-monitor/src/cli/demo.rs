@@ -31,6 +31,11 @@ pub struct DemoOptions<'a> {
     pub record: Option<&'a Path>,
     /// Halfway through, the first agent of this class turns hostile.
     pub hostile: Option<Profile>,
+    /// The binary the agents run (default: this one).
+    pub agent_bin: Option<&'a Path>,
+    /// Configuration file (default: the embedded one). A training recording uses one without
+    /// rules and models, so that nothing is contained while it records.
+    pub config: Option<&'a Path>,
 }
 
 /// What a hijacked agent does: looks for credentials, reads customer PII, spawns a shell, scans
@@ -47,7 +52,10 @@ pub async fn run(opts: &DemoOptions<'_>) -> anyhow::Result<ExitCode> {
     // The demo leaves nothing behind: containment is not pinned (it ends with the demo) and the
     // release state lives in a temporary directory.
     let state = tempfile::tempdir().context("creating the demo state directory")?;
-    let mut config = Config::embedded();
+    let mut config = match opts.config {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded(),
+    };
     config.pin_dir = None;
     config.state_dir = state.path().to_owned();
     let mount = cgroup::v2_mount()?;
@@ -110,10 +118,11 @@ async fn demo(
     let data = tempfile::tempdir().context("creating the demo data directory")?;
     prepare_data(data.path())?;
     let exe = std::env::current_exe()?;
+    let agent_exe = opts.agent_bin.map_or_else(|| exe.clone(), Path::to_owned);
     let spawn = AgentSpawn::default().bind(data.path(), DATA_ROOT);
     let mut children = Vec::new();
     for (profile, _, dir) in agents {
-        let mut cmd = std::process::Command::new(&exe);
+        let mut cmd = std::process::Command::new(&agent_exe);
         cmd.arg("workload").arg(format!(
             "agent:{}:{}:{service}",
             profile.class(),

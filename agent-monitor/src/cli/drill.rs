@@ -33,8 +33,8 @@ struct Common {
     #[arg(long)]
     models: Option<PathBuf>,
     /// The agent-monitor binary the benign agent runs (live and record; default: this one).
-    /// Use a release build: debug-built agents make extra syscalls the class models have not
-    /// seen. The attack steps run this binary.
+    /// The shipped class models were trained on agents of both builds, so either works; the
+    /// benchmarks and recordings use a release build. The attack steps run this binary.
     #[arg(long)]
     agent_bin: Option<PathBuf>,
 }
@@ -106,19 +106,7 @@ impl Common {
             base_config: self.config.as_deref().map(absolute).transpose()?,
             rules_dir: config.detection.rules_dir.clone(),
             models_dir: config.detection.models_dir.clone(),
-            agent: match &self.agent_bin {
-                Some(p) => Some(absolute(p)?),
-                None => {
-                    if cfg!(debug_assertions) {
-                        log::warn!(
-                            "the agents run this debug build: the class models may see them as \
-                             anomalous (debug std checks every fd before closing it); pass \
-                             --agent-bin target/release/agent-monitor"
-                        );
-                    }
-                    None
-                }
-            },
+            agent: self.agent_bin.as_deref().map(absolute).transpose()?,
         })
     }
 }

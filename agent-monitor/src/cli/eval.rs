@@ -21,7 +21,7 @@ pub struct EvalArgs {
     #[arg(long, conflicts_with_all = ["class", "normal", "attack"])]
     adfa: Option<PathBuf>,
     /// The class whose model scores the traces.
-    #[arg(long, requires_all = ["normal", "attack"])]
+    #[arg(long, requires = "normal")]
     class: Option<String>,
     /// Traces of healthy agents.
     #[arg(long, num_args = 1..)]
@@ -35,6 +35,10 @@ pub struct EvalArgs {
     /// Also print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Print every window of the class's agents with its severity and top features (start-up
+    /// and partial windows, which are not scored, are listed as such).
+    #[arg(long)]
+    windows: bool,
 }
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
@@ -63,11 +67,39 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
                 let (windows, _) = windows_of_trace(p, &config.detection)
                     .with_context(|| format!("reading {}", p.display()))?;
                 let mut best = None::<f64>;
-                for w in windows
-                    .iter()
-                    .filter(|w| &*w.agent.class == class && w.steady())
-                {
-                    let s = model.score(w)?.score;
+                for w in windows.iter().filter(|w| &*w.agent.class == class) {
+                    if !w.steady() {
+                        if args.windows {
+                            println!(
+                                "{} {} {:.1}s {}: not scored",
+                                p.display(),
+                                w.agent.id,
+                                w.start_ns as f64 / 1e9,
+                                if w.first { "start-up" } else { "partial" }
+                            );
+                        }
+                        continue;
+                    }
+                    let score = model.score(w)?;
+                    let s = score.score;
+                    if args.windows {
+                        let top: Vec<String> = score
+                            .top_features
+                            .iter()
+                            .take(4)
+                            .map(|c| format!("{}={:.2} ({:.0}%)", c.feature, c.value, c.weight * 100.0))
+                            .collect();
+                        println!(
+                            "{} {} {:.1}s: severity {s:.3} calibrated {:.4} novelty {:.3} surprise {:.3}: {}",
+                            p.display(),
+                            w.agent.id,
+                            w.start_ns as f64 / 1e9,
+                            score.calibrated,
+                            score.seq_novelty,
+                            score.seq_surprise,
+                            top.join(", ")
+                        );
+                    }
                     best = Some(best.map_or(s, |b| b.max(s)));
                 }
                 best.with_context(|| format!("{}: no windows of class {class}", p.display()))

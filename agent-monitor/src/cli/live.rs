@@ -269,7 +269,9 @@ fn watch_pod_sync(
 }
 
 /// Runs until SIGINT/SIGTERM or `duration`, then drains what the kernel still holds. SIGHUP
-/// reloads the rules between two batches; release requests left by the CLI are carried out.
+/// reloads the rules between two batches; release requests left by the CLI are carried out,
+/// actions finished off the pipeline thread (forensic snapshots) are reported, and metrics that
+/// are due are published, every 100 ms.
 pub async fn run_until_stopped(
     source: &mut LiveSource,
     pipeline: &mut Pipeline,
@@ -307,7 +309,11 @@ pub async fn run_until_stopped(
                 pipeline.reload_rules(&config.detection.rules_dir);
                 update_wake_kinds(source, pipeline, config);
             }
-            _ = releases.tick() => pipeline.carry_out_releases(&state)?,
+            _ = releases.tick() => {
+                pipeline.carry_out_releases(&state)?;
+                pipeline.collect_completed(None)?;
+                pipeline.flush_metrics();
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
             () = &mut deadline => break,

@@ -127,6 +127,13 @@ enum Command {
         /// hostile: credential and PII reads, a shell, a port scan, an outside DNS name.
         #[arg(long)]
         hostile: Option<agent_monitor::workload::profile::Profile>,
+        /// The agent-monitor binary the agents run (default: this one). Training recordings use
+        /// both a release and a debug build, so the class models know both (scripts/make-models.sh).
+        #[arg(long)]
+        agent_bin: Option<PathBuf>,
+        /// Configuration file (default: the embedded config/default.yaml).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Learn a class baseline from recorded traces of healthy agents.
     Train(train::TrainArgs),
@@ -162,7 +169,8 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         Command::Contain(args) => contain::run(&args),
         Command::Drill(args) => drill::run(&args),
         Command::Probe => {
-            let (_, report) = Platform::probe()?;
+            let (_, mut report) = Platform::probe()?;
+            report.probe_optional();
             print!("{report}");
             Ok(ExitCode::SUCCESS)
         }
@@ -261,6 +269,8 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
             output,
             record,
             hostile,
+            agent_bin,
+            config,
         } => {
             demo::run(&demo::DemoOptions {
                 duration,
@@ -268,6 +278,8 @@ async fn async_main(command: Command) -> anyhow::Result<ExitCode> {
                 output: output.as_deref(),
                 record: record.as_deref(),
                 hostile,
+                agent_bin: agent_bin.as_deref(),
+                config: config.as_deref(),
             })
             .await
         }
@@ -370,10 +382,13 @@ fn responder(
     if let (Some(snapshot), Some(recorder)) = (&config.snapshot, &flight) {
         responder.add_actuator(
             Tier::Contain,
-            Box::new(Snapshot {
-                snapshotter: Snapshotter::new(snapshot.clone(), Some(recorder.clone())),
-                keep_frozen: config.policy.keep_frozen,
-            }),
+            Box::new(
+                Snapshot::new(
+                    Snapshotter::new(snapshot.clone(), Some(recorder.clone())),
+                    config.policy.keep_frozen,
+                )
+                .context("starting the snapshot worker")?,
+            ),
         );
     }
     // The control API (docs/API.md): its sink feeds it, and keeps it running, for as long as

@@ -31,6 +31,8 @@ pub enum AnomalyError {
     NoRows,
     #[error("{names} feature names for {columns} feature columns")]
     NamesMismatch { names: usize, columns: usize },
+    #[error("{folds} fold assignments for {rows} training windows")]
+    FoldsMismatch { folds: usize, rows: usize },
     #[error("window has {got} features, the model expects {expected}")]
     FeatureCount { expected: usize, got: usize },
     #[error("feature {feature} (column {column}) of row {row} is not finite: {value}")]
@@ -180,10 +182,26 @@ const MIN_VARIANCE: f64 = 1e-3;
 
 impl WindowModel {
     /// Fits on normal windows: `features` has one row per window and one column per name.
+    /// The calibration holds out every `params.folds`-th row in turn.
     pub fn fit(
         features: &Array2<f64>,
         names: &[String],
         params: WindowParams,
+    ) -> Result<Self, AnomalyError> {
+        let folds = params.folds.max(1);
+        let fold_of: Vec<usize> = (0..features.nrows()).map(|i| i % folds).collect();
+        Self::fit_folds(features, names, params, &fold_of)
+    }
+
+    /// As [`WindowModel::fit`], with the calibration's held-out folds given: `fold_of[i]` in
+    /// `0..params.folds` for row `i`. Windows of one agent are alike, so holding out whole
+    /// agents calibrates against how a new agent of the class scores; holding out single windows
+    /// would calibrate against the other windows of agents the model knows.
+    pub fn fit_folds(
+        features: &Array2<f64>,
+        names: &[String],
+        params: WindowParams,
+        fold_of: &[usize],
     ) -> Result<Self, AnomalyError> {
         let (rows, cols) = features.dim();
         if names.len() != cols {
@@ -194,6 +212,12 @@ impl WindowModel {
         }
         if rows == 0 {
             return Err(AnomalyError::NoRows);
+        }
+        if fold_of.len() != rows {
+            return Err(AnomalyError::FoldsMismatch {
+                folds: fold_of.len(),
+                rows,
+            });
         }
         for ((row, column), &value) in features.indexed_iter() {
             if !value.is_finite() {
@@ -206,7 +230,7 @@ impl WindowModel {
             }
         }
         let core = Core::fit(features, &params);
-        let calibration = Calibration::new(held_out_scores(features, &params, &core));
+        let calibration = Calibration::new(held_out_scores(features, &params, &core, fold_of));
         Ok(Self {
             names: names.to_vec(),
             core,
@@ -282,9 +306,14 @@ impl WindowModel {
     }
 }
 
-/// Raw scores of each training row from a model that did not see it (k-fold), or in-sample
-/// scores when there are too few rows to hold any out.
-fn held_out_scores(x: &Array2<f64>, params: &WindowParams, full: &Core) -> Vec<f64> {
+/// Raw scores of each training row from a model that did not see its fold, or in-sample scores
+/// when there are too few rows to hold any out.
+fn held_out_scores(
+    x: &Array2<f64>,
+    params: &WindowParams,
+    full: &Core,
+    fold_of: &[usize],
+) -> Vec<f64> {
     let rows = x.nrows();
     let folds = params.folds;
     if folds < 2 || rows < 4 * folds {
@@ -296,11 +325,15 @@ fn held_out_scores(x: &Array2<f64>, params: &WindowParams, full: &Core) -> Vec<f
     }
     let mut out = Vec::with_capacity(rows);
     for f in 0..folds {
-        let fit_rows: Vec<usize> = (0..rows).filter(|i| i % folds != f).collect();
-        let core = Core::fit(&x.select(Axis(0), &fit_rows), params);
-        for i in (f..rows).step_by(folds) {
-            out.push(core.contributions(x.row(i)).iter().sum());
+        let (held, fit_rows): (Vec<usize>, Vec<usize>) = (0..rows).partition(|&i| fold_of[i] == f);
+        if held.is_empty() || fit_rows.is_empty() {
+            continue;
         }
+        let core = Core::fit(&x.select(Axis(0), &fit_rows), params);
+        out.extend(
+            held.iter()
+                .map(|&i| core.contributions(x.row(i)).iter().sum::<f64>()),
+        );
     }
     out
 }

@@ -134,7 +134,9 @@ impl Detection {
         self.baselines.state(class)
     }
 
-    pub fn on_event(&mut self, event: &Event, out: &mut Vec<Finding>) {
+    /// What can be decided from an event alone (rules, an agent left unidentified), so that a
+    /// containment need not wait for [`Detection::on_event_windows`].
+    pub fn on_event_rules(&mut self, event: &Event, out: &mut Vec<Finding>) {
         self.now_ns = self.now_ns.max(event.ts_ns);
         self.check_unidentified(event, out);
         if let Some(rules) = &mut self.rules {
@@ -142,6 +144,11 @@ impl Detection {
             rules.on_event(event, out);
             self.stats.findings += (out.len() - before) as u64;
         }
+    }
+
+    /// After [`Detection::on_event_rules`]: the event joins its window, and windows that
+    /// closed are scored.
+    pub fn on_event_windows(&mut self, event: &Event, out: &mut Vec<Finding>) {
         self.windower.add(event, &mut self.closed);
         self.score_closed(out);
     }
@@ -295,10 +302,7 @@ mod tests {
             cgroup_id: cg,
             pid: 7,
             tid: 7,
-            agent: agent.then(|| AgentRef {
-                id: Arc::from("a"),
-                class: Arc::from("fraud"),
-            }),
+            agent: agent.then(|| AgentRef::new(Arc::from("a"), Arc::from("fraud"))),
             truncated: false,
             body: Body::Exit { code: Some(0) },
         }
@@ -316,7 +320,8 @@ mod tests {
     fn unidentified_findings(d: &mut Detection, events: &[Event]) -> Vec<Finding> {
         let mut out = Vec::new();
         for e in events {
-            d.on_event(e, &mut out);
+            d.on_event_rules(e, &mut out);
+            d.on_event_windows(e, &mut out);
         }
         out.retain(|f| f.source == Source::Unidentified);
         out

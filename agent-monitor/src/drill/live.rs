@@ -134,8 +134,12 @@ pub fn run(
     let mut frozen = None;
     let mut release_verified = None;
     if let Some(tier) = kernel_tier {
-        // The daemon records the decision once all of its actions ran (the snapshot last).
+        // The daemon records the decision once its actions ran or were queued; the snapshot
+        // runs on its worker thread, and a kept freeze is checked once its bundle is written.
         wait_for_record(&stage, &scenario.agent_id(), tier);
+        if tier == Tier::Contain {
+            wait_for_bundle(&stage);
+        }
         // Containment holds: DENY_ALL in the map, and the agent cannot connect (or cannot run
         // at all: frozen).
         let is_frozen = stage.frozen();
@@ -220,6 +224,24 @@ fn wait_for_record(stage: &Stage, agent: &str, tier: Tier) {
             .flatten()
             .is_some_and(|r| r.tier >= Some(tier))
         {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits (up to 15 s) until the snapshot worker has written a bundle into the stage's evidence
+/// directory (a bundle is renamed into place whole, from `<name>.partial`).
+fn wait_for_bundle(stage: &Stage) {
+    let dir = stage.files.work_dir().join("evidence");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let written = std::fs::read_dir(&dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| !e.file_name().to_string_lossy().ends_with(".partial"))
+        });
+        if written {
             return;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -29,10 +29,10 @@ pub struct Programs {
     pub base_config: Option<PathBuf>,
     pub rules_dir: PathBuf,
     pub models_dir: PathBuf,
-    /// The program the benign agent runs (its `agent:` workload step); default: `bin`. It
-    /// should be a release build, like the agents the class models learned: in a debug build
-    /// std checks every file descriptor before closing it (an extra `fcntl`), which the sequence
-    /// model sees. The attack and the harness's probes run `bin` (their steps are this build's).
+    /// The program the benign agent runs (its `agent:` workload step); default: `bin`. The
+    /// class models learned agents of both builds (in a debug build std checks every file
+    /// descriptor with an extra `fcntl` before closing it), so either works. The attack and the
+    /// harness's probes run `bin` (their steps are this build's).
     pub agent: Option<PathBuf>,
 }
 

@@ -2,6 +2,7 @@
 //! directory, the containment maps and the enforcing cgroup links are pinned there (see
 //! [`super::pin`]) so that containment outlives the daemon.
 
+use anyhow::Context as _;
 use std::{
     fs::File,
     os::fd::AsFd as _,
@@ -107,7 +108,6 @@ impl Pins {
     fn acquire(dir: &Path) -> anyhow::Result<Option<Self>> {
         use std::os::fd::AsRawFd as _;
 
-        use anyhow::Context as _;
         std::fs::create_dir_all(dir.join(LINKS_DIR))
             .with_context(|| format!("creating pin directory {}", dir.display()))?;
         let lock = File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
@@ -199,8 +199,6 @@ impl Kernel {
         opts: &LoadOptions,
         phases: &mut crate::startup::Phases,
     ) -> anyhow::Result<(Self, KernelMaps)> {
-        use anyhow::Context as _;
-
         let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
         let pins = match &opts.pin_dir {
             Some(dir) => {
@@ -236,23 +234,11 @@ impl Kernel {
             .context("loading the kernel programs")?;
         phases.done("btf_and_maps");
 
-        // The hot path: tp_btf where the kernel allows it, raw_tp otherwise.
-        let tp_btf: &mut BtfTracePoint = program(&mut ebpf, "sys_enter")?;
-        let hook = match tp_btf
-            .load("sys_enter", &btf)
-            .and_then(|()| tp_btf.attach())
-        {
-            Ok(_) => "tp_btf",
-            Err(e) => {
-                log::warn!("tp_btf sys_enter unavailable ({e}); using raw_tp");
-                let raw: &mut RawTracePoint = program(&mut ebpf, "sys_enter_raw")?;
-                raw.load().context("loading sys_enter_raw")?;
-                raw.attach("sys_enter")
-                    .context("attaching raw_tp sys_enter")?;
-                "raw_tp"
-            }
-        };
-        log::debug!("syscall counting through {hook}");
+        // The hot paths: tp_btf where the kernel allows it, raw_tp otherwise.
+        for tracepoint in ["sys_enter", "sched_switch"] {
+            let hook = attach_btf_or_raw(&mut ebpf, &btf, tracepoint)?;
+            log::debug!("{tracepoint} through {hook}");
+        }
 
         for (name, prefix, only) in [
             ("sys_enter_tracked", "sys_enter_", ENTER_ONLY),
@@ -381,4 +367,22 @@ where
         .program_mut(name)
         .ok_or_else(|| anyhow::anyhow!("program {name} missing from the kernel object"))?;
     Ok(p.try_into()?)
+}
+
+/// Loads and attaches `<tracepoint>` as tp_btf, or `<tracepoint>_raw` as raw_tp where the
+/// kernel refuses tp_btf; returns which.
+fn attach_btf_or_raw(ebpf: &mut Ebpf, btf: &Btf, tracepoint: &str) -> anyhow::Result<&'static str> {
+    let tp_btf: &mut BtfTracePoint = program(ebpf, tracepoint)?;
+    match tp_btf.load(tracepoint, btf).and_then(|()| tp_btf.attach()) {
+        Ok(_) => Ok("tp_btf"),
+        Err(e) => {
+            log::warn!("tp_btf {tracepoint} unavailable ({e}); using raw_tp");
+            let name = format!("{tracepoint}_raw");
+            let raw: &mut RawTracePoint = program(ebpf, &name)?;
+            raw.load().with_context(|| format!("loading {name}"))?;
+            raw.attach(tracepoint)
+                .with_context(|| format!("attaching raw_tp {tracepoint}"))?;
+            Ok("raw_tp")
+        }
+    }
 }

@@ -124,7 +124,21 @@ impl Platform {
                 });
             }
         }
-        // Optional hooks, reported for operators; the tracepoint paths do not need them.
+        Ok((
+            Self {
+                cgroup_v2,
+                bpffs: PathBuf::from(BPFFS),
+            },
+            report,
+        ))
+    }
+}
+
+impl ProbeReport {
+    /// Adds the hooks the daemon does not need, for operators (`agent-monitor probe`). Not part
+    /// of the daemon's start: probing BPF LSM parses the kernel's whole BTF once more (tens of
+    /// milliseconds and megabytes, PERF-ANCHORS rows 7 and 8) for a line of report.
+    pub fn probe_optional(&mut self) {
         let lsm = is_program_supported(ProgramType::Lsm(LsmAttachType::Mac))
             .map_err(|e| e.to_string())
             .and_then(|ok| {
@@ -134,14 +148,10 @@ impl Platform {
                     Err("refused by this kernel".into())
                 }
             });
-        note("BPF LSM (optional; enforcement uses cgroup hooks)", lsm);
-        Ok((
-            Self {
-                cgroup_v2,
-                bpffs: PathBuf::from(BPFFS),
-            },
-            report,
-        ))
+        self.lines.push((
+            "BPF LSM (optional; enforcement uses cgroup hooks)".into(),
+            lsm,
+        ));
     }
 }
 

@@ -188,11 +188,7 @@ impl Decoder {
                 self.keep(a.class);
                 self.keep(a.cgroup_path);
             }
-            Body::Syscalls { ids } => {
-                if ids.capacity() > self.ids.capacity() {
-                    self.ids = ids;
-                }
-            }
+            Body::Syscalls { ids } if ids.capacity() > self.ids.capacity() => self.ids = ids,
             _ => {}
         }
     }

@@ -3,7 +3,7 @@
 
 use super::{counters::tier_label, names};
 use crate::respond::{
-    actuator::{ActionOutcome, Target},
+    actuator::{ActionOutcome, Completed, Target},
     engine::{Response, ResponseSink},
 };
 
@@ -28,6 +28,12 @@ impl ResponseSink for ActionMetrics {
 
     fn on_response(&mut self, r: &Response) -> anyhow::Result<()> {
         count(&r.actions, tier_label(r.decision.to));
+        Ok(())
+    }
+
+    /// A deferred action's real result (its `queued` outcome was counted with its decision).
+    fn on_completed(&mut self, done: &Completed) -> anyhow::Result<()> {
+        count(std::slice::from_ref(&done.outcome), tier_label(done.tier));
         Ok(())
     }
 

@@ -20,6 +20,9 @@ use crate::{
 
 /// How often the agents gauge is recomputed.
 const AGENTS_EVERY: Duration = Duration::from_secs(1);
+/// After a finding, the agents gauge is republished at the first flush this long after the
+/// last (see [`Observer::on_finding`]).
+const AGENTS_AFTER_FINDING: Duration = Duration::from_millis(100);
 
 /// The tier label: `log`, `rate_limit`, `contain`, or `none`.
 pub fn tier_label(tier: Option<Tier>) -> &'static str {
@@ -78,6 +81,8 @@ pub struct Observer {
     agents: HashMap<Arc<str>, Arc<str>>,
     agents_published: HashSet<(Arc<str>, &'static str)>,
     agents_at: Option<Instant>,
+    /// A finding came since the gauge was last published.
+    agents_dirty: bool,
 }
 
 impl Observer {
@@ -97,6 +102,7 @@ impl Observer {
             agents: HashMap::new(),
             agents_published: HashSet::new(),
             agents_at: None,
+            agents_dirty: false,
         }
     }
 
@@ -161,6 +167,11 @@ impl Observer {
     }
 
     pub fn on_finding(&mut self, f: &Finding) {
+        // A finding may have moved its agent to another tier: the agents gauge is republished
+        // within about 100 ms (the daemon flushes at least that often, batch or not), not up to
+        // a second later. Not at every batch: with findings for thousands of agents, recounting
+        // every agent per batch would be quadratic.
+        self.agents_dirty = true;
         let tier = f
             .tier
             .or_else(|| self.policy.thresholds(&f.class).tier_of(f.score));
@@ -173,7 +184,7 @@ impl Observer {
     }
 
     /// Adds the batch's counts to the metrics; recomputes the agents gauge at most once a
-    /// second (with the tiers the response stage holds now).
+    /// second, or at once after a finding (with the tiers the response stage holds now).
     pub fn flush(&mut self, responder: Option<&Responder>) {
         for c in &mut self.classes {
             for (kind_id, k) in c.kinds.iter_mut().enumerate() {
@@ -204,11 +215,13 @@ impl Observer {
                 .increment(std::mem::take(&mut self.decode_errors));
         }
         let now = Instant::now();
-        if self
-            .agents_at
-            .is_none_or(|t| now.duration_since(t) >= AGENTS_EVERY)
-        {
+        let due = |after| {
+            self.agents_at
+                .is_none_or(|t| now.duration_since(t) >= after)
+        };
+        if due(AGENTS_EVERY) || (self.agents_dirty && due(AGENTS_AFTER_FINDING)) {
             self.agents_at = Some(now);
+            self.agents_dirty = false;
             self.publish_agents(responder);
         }
     }
@@ -255,10 +268,7 @@ mod tests {
             cgroup_id: 7,
             pid: 1,
             tid: 1,
-            agent: agent.map(|(id, class)| AgentRef {
-                id: id.into(),
-                class: class.into(),
-            }),
+            agent: agent.map(|(id, class)| AgentRef::new(id.into(), class.into())),
             truncated: false,
             body,
         }

@@ -2,9 +2,11 @@
 //! recording wrapper lets drills and replays assert what would have run without touching
 //! anything.
 
-use std::{path::Path, sync::Arc};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
+
+use super::webhook::Evidence;
 
 /// The agent an action is aimed at. Kept per agent by the response stage and its sinks (the
 /// API lists them): the names are shared, so a copy costs no allocation (PERF-ANCHORS row 7).
@@ -27,6 +29,19 @@ pub struct ActionOutcome {
     pub undo: Option<String>,
 }
 
+/// An action whose work finished off the pipeline thread (the forensic snapshot): its real
+/// outcome, which replaces the `queued` outcome its apply returned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Completed {
+    pub target: Target,
+    /// The agent's tier when the action finished (filled by the response stage).
+    pub tier: Option<crate::detect::Tier>,
+    pub outcome: ActionOutcome,
+    /// The evidence bundle the action wrote, when it wrote one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+}
+
 pub trait Actuator: Send {
     /// Stable name used in records and configuration (`deny_all`, `rate_limit`, ...).
     fn name(&self) -> &'static str;
@@ -46,6 +61,12 @@ pub trait Actuator: Send {
     /// each cgroup dropped with what was done. Called when an agent is removed, at start and at
     /// exit.
     fn forget_gone(&mut self, _exists: &dyn Fn(u64) -> bool) -> Vec<(u64, ActionOutcome)> {
+        Vec::new()
+    }
+    /// Work that finished on the actuator's own thread since the last call (an action that
+    /// does file-system work too slow for the event pipeline hands it to a worker and its
+    /// apply returns at once). `wait`: at exit, how long to wait for work still in flight.
+    fn completed(&mut self, _wait: Option<Duration>) -> Vec<Completed> {
         Vec::new()
     }
 }

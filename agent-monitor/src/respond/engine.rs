@@ -8,7 +8,7 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc};
 use serde::Serialize;
 
 use super::{
-    actuator::{ActionOutcome, Actuator, Target},
+    actuator::{ActionOutcome, Actuator, Completed, Target},
     policy::{AgentState, Decision, PolicyConfig, decide},
     release::Release,
 };
@@ -48,6 +48,11 @@ pub trait ResponseSink: Send {
     /// [`ResponseSink::on_release`].
     fn on_released(&mut self, release: &Release) -> anyhow::Result<()> {
         self.on_release(&release.target, &release.approvers, &release.actions)
+    }
+    /// An action that ran off the pipeline thread finished (the forensic snapshot): its real
+    /// outcome, after the [`Response`] that carried its `queued` outcome.
+    fn on_completed(&mut self, _done: &Completed) -> anyhow::Result<()> {
+        Ok(())
     }
 }
 
@@ -261,6 +266,31 @@ impl Responder {
         out
     }
 
+    /// The actions that finished on their actuators' own threads since the last call, given to
+    /// the sinks; `wait`: at exit, how long to wait for those still running.
+    pub fn completed(&mut self, wait: Option<std::time::Duration>) -> Vec<Completed> {
+        let mut out = Vec::new();
+        for (_, a) in &mut self.actuators {
+            out.extend(a.completed(wait));
+        }
+        for done in &mut out {
+            done.tier = self.tier(&done.target.agent_id);
+        }
+        for done in &out {
+            for sink in &mut self.sinks {
+                if let Err(e) = sink.on_completed(done) {
+                    log::error!(
+                        "{}: {} of {} not recorded: {e:#}",
+                        sink.name(),
+                        done.outcome.action,
+                        done.target.agent_id
+                    );
+                }
+            }
+        }
+        out
+    }
+
     /// Undoes every action of the agent and forgets its tier. The approvals were checked by the
     /// caller (two distinct approvers for a containment).
     pub fn release(&mut self, agent_id: &str, approvers: &[String]) -> Vec<ActionOutcome> {
@@ -437,6 +467,13 @@ mod tests {
                 .push(format!("{:?}->{:?}", r.decision.from, r.decision.to));
             Ok(())
         }
+        fn on_completed(&mut self, done: &Completed) -> anyhow::Result<()> {
+            self.0.lock().unwrap().push(format!(
+                "completed {} of {} at {:?}",
+                done.outcome.action, done.target.agent_id, done.tier
+            ));
+            Ok(())
+        }
         fn on_release(
             &mut self,
             t: &Target,
@@ -524,10 +561,10 @@ mod tests {
             cgroup_id: 9,
             pid: 0,
             tid: 0,
-            agent: Some(crate::event::AgentRef {
-                id: Arc::from(agent),
-                class: Arc::from("fraud"),
-            }),
+            agent: Some(crate::event::AgentRef::new(
+                Arc::from(agent),
+                Arc::from("fraud"),
+            )),
             truncated: false,
             body: if removed {
                 Body::AgentRemoved(body)
@@ -588,6 +625,81 @@ mod tests {
         assert_eq!(
             actions.lock().unwrap()[4..],
             ["deny_all-a", "snapshot-a", "revoke-a", "rate_limit-a"]
+        );
+    }
+
+    /// An actuator whose work finishes later, on its own thread (like the snapshot).
+    struct Deferred(Log, Vec<Target>);
+
+    impl Actuator for Deferred {
+        fn name(&self) -> &'static str {
+            "forensic_snapshot"
+        }
+        fn apply(&mut self, t: &Target) -> ActionOutcome {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("queued+{}", t.agent_id));
+            self.1.push(t.clone());
+            ActionOutcome {
+                action: "forensic_snapshot".into(),
+                ok: true,
+                detail: "queued".into(),
+                undo: Some("thaw".into()),
+            }
+        }
+        fn undo(&mut self, t: &Target) -> ActionOutcome {
+            self.0.lock().unwrap().push(format!("thaw-{}", t.agent_id));
+            ActionOutcome {
+                action: "thaw".into(),
+                ok: true,
+                detail: String::new(),
+                undo: None,
+            }
+        }
+        fn completed(&mut self, _: Option<std::time::Duration>) -> Vec<Completed> {
+            self.1
+                .drain(..)
+                .map(|target| Completed {
+                    target,
+                    tier: None,
+                    outcome: ActionOutcome {
+                        action: "forensic_snapshot".into(),
+                        ok: true,
+                        detail: "bundle".into(),
+                        undo: Some("thaw".into()),
+                    },
+                    evidence: None,
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_deferred_action_reports_queued_then_its_result_to_the_sinks() {
+        let (actions, sink) = (Log::default(), Log::default());
+        let mut r = Responder::new(PolicyConfig::default())
+            .with_actuator(Tier::Contain, Box::new(Deferred(actions.clone(), vec![])))
+            .with_actuator(
+                Tier::Contain,
+                Box::new(Urgent(Noted("deny_all", actions.clone()))),
+            )
+            .with_sink(Box::new(Sink(sink.clone())));
+        assert!(r.completed(None).is_empty(), "nothing ran yet");
+        let out = r.on_findings(&[finding("a", 1, 1.0, Some(Tier::Contain))], S);
+        assert_eq!(out[0].actions[1].detail, "queued");
+        assert_eq!(*actions.lock().unwrap(), ["deny_all+a", "queued+a"]);
+        let done = r.completed(None);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].tier, Some(Tier::Contain), "the agent's tier now");
+        assert!(r.completed(None).is_empty(), "each result once");
+        assert_eq!(
+            *sink.lock().unwrap(),
+            [
+                "1 finding(s)",
+                "None->Some(Contain)",
+                "completed forensic_snapshot of a at Some(Contain)"
+            ]
         );
     }
 }

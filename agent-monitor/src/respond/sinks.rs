@@ -2,7 +2,7 @@
 //! become SOC tickets through the webhook outbox.
 
 use super::{
-    actuator::{ActionOutcome, Target},
+    actuator::{ActionOutcome, Completed, Target},
     audit::{AuditLog, Kind},
     engine::{Response, ResponseSink},
     release::Release,
@@ -63,6 +63,20 @@ impl ResponseSink for AuditSink {
             reasons: Vec::new(),
             actions: actions.to_vec(),
         })
+    }
+
+    /// A deferred action's result (the snapshot's bundle) as a second `action` entry, after the
+    /// one that recorded it `queued`.
+    fn on_completed(&mut self, done: &Completed) -> anyhow::Result<()> {
+        let t = &done.target;
+        let mut data = serde_json::to_value(&done.outcome)?;
+        if let (Some(ev), Some(map)) = (&done.evidence, data.as_object_mut()) {
+            map.insert("evidence".into(), serde_json::to_value(ev)?);
+        }
+        let data = self.tokenised(&t.agent_id, data)?;
+        self.0
+            .append(Kind::Action, Some(&t.agent_id), Some(&t.class), data)?;
+        Ok(())
     }
 
     /// The approvers' reasons are not logged here: they name the approver (`<name>: ...`);
@@ -143,6 +157,31 @@ impl ResponseSink for WebhookSink {
             reasons: Vec::new(),
             actions: actions.to_vec(),
         })
+    }
+
+    /// A deferred action finished: the agent's open ticket gets an `updated` version whose
+    /// action record is the real outcome and whose `evidence` names the bundle.
+    fn on_completed(&mut self, done: &Completed) -> anyhow::Result<()> {
+        let t = self.webhook.complete(
+            &done.target.agent_id,
+            action_record(&done.outcome),
+            done.evidence.clone(),
+        )?;
+        match t {
+            Some(t) => log::info!(
+                "webhook: {} of {} is version {} of ticket {}",
+                done.outcome.action,
+                done.target.agent_id,
+                t.version,
+                t.ticket_id
+            ),
+            None => log::warn!(
+                "webhook: {} of {} finished with no open ticket to update",
+                done.outcome.action,
+                done.target.agent_id
+            ),
+        }
+        Ok(())
     }
 
     /// The release updates the agent's ticket (the one that reported the containment): a

@@ -4,8 +4,9 @@
 //! Steps (one argument each): `getppid:N`, `read:PATH`, `write:PATH`, `unlink:PATH`,
 //! `rename:FROM:TO`, `chmod:PATH:OCTAL`, `connect:HOST:PORT` (TCP, sends a line, reads a reply),
 //! `accept:HOST:PORT` (listens and accepts one TCP connection, 10 s at most),
-//! `offend:PATH:HOST:PORT` (opens PATH, the offence, then connects to HOST:PORT until refused
-//! and prints the microseconds from the offence to the first refused connect),
+//! `offend:PATH:HOST:PORT` (opens PATH, the offence, then connects a UDP socket to HOST:PORT
+//! until refused, prints the microseconds from the offence to the first refused connect, and
+//! checks that a TCP connect is refused too),
 //! `scan:HOST:FROM-TO` (a TCP connect to every port in the range, failures ignored),
 //! `udp:HOST:PORT`, `dns:NAME@HOST:PORT` (one DNS query over UDP), `exec:PATH[:ARG...]` (runs a
 //! program and waits), `sleep:MS`, `exit:CODE`, `agent:CLASS:SECS:HOST:PORT` (a representative
@@ -33,6 +34,9 @@ use anyhow::{Context as _, anyhow, bail};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     Getppid(u64),
+    /// `hop:ROUNDS`: round r moves the thread to the next CPU, then calls getppid r times (a
+    /// syscall stream whose order can be checked across CPU migrations).
+    Hop(u64),
     Read(String),
     Write(String),
     Unlink(String),
@@ -64,6 +68,7 @@ impl std::str::FromStr for Step {
         };
         Ok(match op {
             "getppid" => Step::Getppid(num(arg)?),
+            "hop" => Step::Hop(num(arg)?),
             "read" => Step::Read(arg.into()),
             "write" => Step::Write(arg.into()),
             "unlink" => Step::Unlink(arg.into()),
@@ -166,6 +171,15 @@ fn run_step(step: &Step) -> anyhow::Result<()> {
                 std::hint::black_box(unsafe { libc::getppid() });
             }
         }
+        Step::Hop(rounds) => {
+            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+            for r in 1..=*rounds {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(r as usize % cpus)?;
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
+                run_step(&Step::Getppid(r))?;
+            }
+        }
         Step::Read(p) => {
             let _ = fs::read(p);
         }
@@ -204,19 +218,28 @@ fn run_step(step: &Step) -> anyhow::Result<()> {
         Step::Attack(step) => attack::run(step)?,
         Step::Offend(path, addr) => {
             let addr = resolve(addr)?;
+            // A UDP connect goes through the same cgroup connect hook as a TCP one but sends no
+            // packet: a probe of a few microseconds, so the time measured is the containment's,
+            // not that of a TCP handshake in flight when it came into force.
+            let probe = UdpSocket::bind(if addr.is_ipv4() {
+                "127.0.0.1:0"
+            } else {
+                "[::1]:0"
+            })?;
             let start = Instant::now();
             let _ = fs::File::open(path);
             let mut probes = 0u64;
-            while !probe_refused(addr)? {
+            while !udp_refused(&probe, addr)? {
                 probes += 1;
                 if start.elapsed() > Duration::from_secs(10) {
                     bail!("not contained within 10 s of the offence ({probes} connects passed)");
                 }
             }
-            println!(
-                "contained_us {} probes {probes}",
-                start.elapsed().as_micros()
-            );
+            let us = start.elapsed().as_micros();
+            if !tcp_refused(addr)? {
+                bail!("a UDP connect to {addr} was refused but a TCP connect was not");
+            }
+            println!("contained_us {us} probes {probes}");
         }
         Step::Rate(per_s, secs) => paced_getppid(*per_s, Duration::from_secs(*secs)),
         Step::Accept(addr) => {
@@ -274,11 +297,20 @@ fn paced_getppid(per_s: u64, duration: Duration) {
     }
 }
 
+/// Connects the UDP socket `probe` to `addr`: true when refused with EPERM (containment in
+/// force).
+fn udp_refused(probe: &UdpSocket, addr: SocketAddr) -> anyhow::Result<bool> {
+    match probe.connect(addr) {
+        Ok(()) => Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(true),
+        Err(e) => Err(anyhow!("UDP connect {addr}: {e}")),
+    }
+}
+
 /// One non-blocking TCP connect to `addr`: true when it is refused with EPERM (containment in
 /// force), false when it is under way or done. Non-blocking so that a connect whose SYN the deny
-/// caught mid-handshake (dropped at egress) does not hold up the next probe; the socket is
-/// closed at once either way.
-fn probe_refused(addr: SocketAddr) -> anyhow::Result<bool> {
+/// caught mid-handshake (dropped at egress) is not waited for; the socket is closed at once.
+fn tcp_refused(addr: SocketAddr) -> anyhow::Result<bool> {
     use nix::sys::socket::{
         AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, connect, socket,
     };

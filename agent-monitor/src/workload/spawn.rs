@@ -2,7 +2,7 @@
 //! of the filesystem (private bind mounts such as its data under `/srv`).
 
 use std::{
-    ffi::CString,
+    ffi::{CString, OsString},
     os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Child, Command},
@@ -11,6 +11,16 @@ use std::{
 use anyhow::Context as _;
 
 use crate::cgroup;
+
+/// The environment an agent starts with: a Debian image's `PATH` and the UTF-8 C locale that
+/// language images set (the shipped class models were recorded with it).
+const AGENT_ENV: [(&str, &str); 2] = [
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
+    ("LANG", "C.UTF-8"),
+];
 
 #[derive(Clone, Default)]
 pub struct AgentSpawn {
@@ -26,7 +36,24 @@ impl AgentSpawn {
 
     /// Spawns `cmd` in the cgroup `dir`. The mount namespace is set up before the child joins the
     /// cgroup, so the agent's monitored life starts with its exec.
+    ///
+    /// The agent gets only [`AGENT_ENV`] and the variables set on `cmd`, as a container gets its
+    /// image's environment rather than the node's. Inherited variables change what an agent
+    /// does, and its class model would see another agent: under `cargo run`, `LD_LIBRARY_PATH`
+    /// names the Rust sysroot and every exec probes a dozen library directories; without `LANG`,
+    /// the compliance agent's `sha256sum` loads no locale files.
     pub fn spawn(&self, dir: &Path, cmd: &mut Command) -> anyhow::Result<Child> {
+        let explicit: Vec<(OsString, Option<OsString>)> = cmd
+            .get_envs()
+            .map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned)))
+            .collect();
+        cmd.env_clear().envs(AGENT_ENV);
+        for (key, value) in explicit {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
+        }
         if !self.binds.is_empty() {
             let binds = self
                 .binds

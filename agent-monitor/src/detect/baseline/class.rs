@@ -91,8 +91,9 @@ impl ClassModel {
         let schema = FeatureSchema::for_class(&knowledge);
         let names = schema.names();
         let mut rows = Array2::<f64>::zeros((windows.len(), names.len()));
+        let fold_of = folds_by_agent(windows);
         for fold in 0..FOLDS {
-            let in_fold = |i: usize| i % FOLDS == fold;
+            let in_fold = |i: usize| fold_of[i] == fold;
             let rest: Vec<&Window> = windows
                 .iter()
                 .enumerate()
@@ -110,7 +111,11 @@ impl ClassModel {
                 rows.row_mut(i).assign(&ndarray::ArrayView1::from(&v));
             }
         }
-        let window = WindowModel::fit(&rows, &names, WindowParams::default()).map_err(|e| {
+        let params = WindowParams {
+            folds: FOLDS,
+            ..WindowParams::default()
+        };
+        let window = WindowModel::fit_folds(&rows, &names, params, &fold_of).map_err(|e| {
             FitError::Model {
                 class: class.to_owned(),
                 reason: e.to_string(),
@@ -145,6 +150,31 @@ impl ClassModel {
             seq_surprise,
         })
     }
+}
+
+/// The fold of each window, whole agents at a time (an agent is its cgroup: the same agent id
+/// in two recordings is two agents), so that out-of-fold features and the calibration see each
+/// agent as a new one, which is what the live daemon meets. Windows of one agent are alike:
+/// holding out single windows let the rest of their agent vouch for them, and the models came
+/// out too sure of themselves on the next agent. With fewer agents than folds, single windows.
+fn folds_by_agent(windows: &[&Window]) -> Vec<usize> {
+    let mut agents: Vec<u64> = Vec::new();
+    let group: Vec<usize> = windows
+        .iter()
+        .map(|w| {
+            agents
+                .iter()
+                .position(|&c| c == w.cgroup_id)
+                .unwrap_or_else(|| {
+                    agents.push(w.cgroup_id);
+                    agents.len() - 1
+                })
+        })
+        .collect();
+    if agents.len() < FOLDS {
+        return (0..windows.len()).map(|i| i % FOLDS).collect();
+    }
+    group.into_iter().map(|g| g % FOLDS).collect()
 }
 
 /// Novel n-grams over all of a window's threads, as a share of its n-grams.

@@ -56,7 +56,9 @@ impl RuleEngine {
             let Some(rule) = self.set.rules.get(i as usize) else {
                 continue;
             };
-            if !rule.cond.eval(&cx) {
+            let proven = self.scratch.proven.binary_search(&i).is_ok();
+            debug_assert!(!proven || rule.cond.eval(&cx), "rule {} proven", rule.name);
+            if !proven && !rule.cond.eval(&cx) {
                 continue;
             }
             let count = match &rule.rate {

@@ -28,6 +28,8 @@ pub(crate) struct Index {
     /// The row for every class no rule names.
     default_row: usize,
     buckets: Vec<Bucket>,
+    /// By rule: its whole condition is one anchorable test, so an anchor hit proves it.
+    exact: Vec<bool>,
 }
 
 #[derive(Default)]
@@ -55,6 +57,8 @@ const RECENT: usize = 512;
 #[derive(Default)]
 pub(crate) struct Scratch {
     pub candidates: Vec<u32>,
+    /// The candidates whose condition their anchor already proved (sorted).
+    pub proven: Vec<u32>,
     glob_hits: Vec<usize>,
 }
 
@@ -121,6 +125,10 @@ impl Index {
             rows,
             default_row,
             buckets,
+            exact: rules
+                .iter()
+                .map(|r| matches!(&r.cond, Cond::Test(t) if usable(t)))
+                .collect(),
         }
     }
 
@@ -129,6 +137,7 @@ impl Index {
         let row = self.rows.get(cx.class).copied().unwrap_or(self.default_row);
         let out = &mut scratch.candidates;
         out.clear();
+        scratch.proven.clear();
         let Some(bucket) = self.buckets.get_mut(row * KIND_COUNT + kind.index()) else {
             return;
         };
@@ -136,9 +145,22 @@ impl Index {
         if bucket.anchors.is_empty() {
             return;
         }
+        let from = out.len();
         for a in &mut bucket.anchors {
             a.collect(cx.get(a.field), out, &mut scratch.glob_hits);
         }
+        // A rule anchored in this bucket is never among its `always` rules, so these hits are
+        // the anchors'. Evaluating a proven condition again would repeat its glob match, the
+        // dearest step on the way to a containment (PERF-ANCHORS row 6).
+        let exact = &self.exact;
+        scratch.proven.extend(
+            out[from..]
+                .iter()
+                .copied()
+                .filter(|&r| exact.get(r as usize) == Some(&true)),
+        );
+        scratch.proven.sort_unstable();
+        scratch.proven.dedup();
         out.sort_unstable();
         out.dedup();
     }

@@ -6,12 +6,17 @@ mod stats;
 
 use std::collections::hash_map::Entry;
 
-use foldhash::{HashMap, HashSet};
+use foldhash::HashMap;
 
 pub use classify::PathClassifier;
 pub use stats::{Classifier, Destination, MAX_DISTINCT, MAX_SEQUENCE, WindowStats, parent_dir};
 
 use crate::event::{AgentRef, Body, Event};
+
+/// How long an agent's start-up lasts, from its first event that is not an announcement. Its
+/// syscall sequences (exec, loader, first configuration reads) are unlike the steady state; a
+/// window boundary that falls inside it must not put part of it into a scored window.
+pub const STARTUP_NS: u64 = 2_000_000_000;
 
 /// One agent's closed window.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,8 +27,10 @@ pub struct Window {
     pub end_ns: u64,
     /// Wall-clock Unix seconds at the window's end, when the boot-to-wall offset is known.
     pub unix_end_s: Option<u64>,
-    /// The agent's first window: its start-up (loader, libraries, configuration), unlike any
-    /// steady-state window.
+    /// A start-up window: it holds part of the agent's first [`STARTUP_NS`] of activity
+    /// (namespace set-up, loader, libraries, configuration, first requests), unlike any
+    /// steady-state window. That is the agent's first window, and also the next one when the
+    /// agent started less than that before the first window's end.
     pub first: bool,
     /// Closed before its end (agent removed, end of input): its counts cover part of the time.
     pub partial: bool,
@@ -60,12 +67,9 @@ pub struct Windower<C> {
     /// The earliest end of an open window (`u64::MAX`: none), so that a tick with nothing due
     /// does not look at every open window.
     earliest_end_ns: u64,
-    /// Cgroups that already had a window.
-    seen: HashSet<u64>,
-    /// Cgroups announced (`agent_added`) that had no window yet, with the start of the window
-    /// of their announcement. An announcement opens no window of its own: an idle agent then
-    /// costs no window, and its first window is still the one it was announced in.
-    announced: HashMap<u64, u64>,
+    /// Per agent cgroup: boot-time ns of its first activity (its first event other than an
+    /// announcement), `None` while it has only been announced.
+    active_since: HashMap<u64, Option<u64>>,
     classifier: C,
     /// Unix time minus boot time, in ns: live from the clocks, in replay from the trace header.
     wall_offset_ns: Option<i128>,
@@ -80,8 +84,7 @@ impl<C: Classifier> Windower<C> {
             grace_ns: grace.as_nanos() as u64,
             open: HashMap::default(),
             earliest_end_ns: u64::MAX,
-            seen: HashSet::default(),
-            announced: HashMap::default(),
+            active_since: HashMap::default(),
             classifier,
             wall_offset_ns: None,
             wall_anchor_ns: None,
@@ -110,6 +113,15 @@ impl<C: Classifier> Windower<C> {
         }
         let Some(agent) = &event.agent else { return };
         let start = event.ts_ns - event.ts_ns % self.length_ns;
+        let announcement = matches!(event.body, Body::AgentAdded(_) | Body::AgentRemoved(_));
+        let since = self.active_since.entry(event.cgroup_id).or_insert(None);
+        if since.is_none() && !announcement {
+            *since = Some(event.ts_ns);
+        }
+        // The agent's start-up is its first STARTUP_NS of activity, counted from its first
+        // event rather than from its announcement (the daemon announces a cgroup before its
+        // process runs): every window that holds part of it is a start-up window.
+        let startup = since.is_none_or(|t| start < t.saturating_add(STARTUP_NS));
         // A new window is built only when one starts: most events land in the open one.
         let new_window = |first: bool| Window {
             agent: agent.clone(),
@@ -127,33 +139,24 @@ impl<C: Classifier> Windower<C> {
             Entry::Occupied(open) => {
                 let window = open.into_mut();
                 if start > window.start_ns {
-                    out.push(*std::mem::replace(window, Box::new(new_window(false))));
+                    out.push(*std::mem::replace(window, Box::new(new_window(startup))));
                 }
                 window
             }
-            Entry::Vacant(slot) => {
-                if matches!(event.body, Body::AgentAdded(_)) {
-                    if !self.seen.contains(&event.cgroup_id) {
-                        self.announced.insert(event.cgroup_id, start);
-                    }
-                    return;
+            // An announcement opens no window: an idle agent costs none.
+            Entry::Vacant(_) if announcement => {
+                if matches!(event.body, Body::AgentRemoved(_)) {
+                    self.active_since.remove(&event.cgroup_id);
                 }
-                let first = match self.announced.remove(&event.cgroup_id) {
-                    Some(announced_in) => {
-                        self.seen.insert(event.cgroup_id);
-                        announced_in == start
-                    }
-                    None => self.seen.insert(event.cgroup_id),
-                };
-                slot.insert(Box::new(new_window(first)))
+                return;
             }
+            Entry::Vacant(slot) => slot.insert(Box::new(new_window(startup))),
         };
         self.earliest_end_ns = self.earliest_end_ns.min(window.end_ns);
         // A record stamped before the open window (a late snapshot) counts in the open one.
         window.stats.add(event, &mut self.classifier);
         if matches!(event.body, Body::AgentRemoved(_)) {
-            self.seen.remove(&event.cgroup_id);
-            self.announced.remove(&event.cgroup_id);
+            self.active_since.remove(&event.cgroup_id);
             if let Some(mut w) = self.open.remove(&event.cgroup_id) {
                 w.partial = true;
                 out.push(*w);

@@ -220,3 +220,38 @@ fn time_of_day_counts_only_once_a_day_is_learned() {
     assert_eq!(known.hour_deviation(Some(10 * 3600 + 59)), 0.5);
     assert_eq!(known.hour_deviation(None), 0.0);
 }
+
+/// The daemon announces an agent's cgroup before its process runs. An agent that starts just
+/// before a window boundary has its start-up in the next window too: that window is a start-up
+/// window as well (not scored, not learned from), and the one after it is steady.
+#[test]
+fn start_up_is_counted_from_the_first_activity_and_spills_into_the_next_window() {
+    let classifier = PathClassifier::new(&Detection::default()).expect("globs");
+    let mut w = Windower::new(Duration::from_secs(10), Duration::ZERO, classifier);
+    let added = Body::AgentAdded(AgentBody {
+        id: "agent-7".into(),
+        class: "fraud".into(),
+        cgroup_path: "/agents/fraud/agent-7".into(),
+        slot: 0,
+    });
+    let mut out = vec![];
+    // Announced at 3 s, runs from 9.9 s: its start-up reaches into [10, 20).
+    w.add(&ev(3 * S, 7, added), &mut out);
+    w.add(
+        &ev(9 * S + 900_000_000, 7, exec("/usr/bin/agent")),
+        &mut out,
+    );
+    for t in [11, 15, 21, 25, 31] {
+        w.add(&ev(t * S, 7, open("/srv/a", 0, 3)), &mut out);
+    }
+    let flags: Vec<(u64, bool)> = out.iter().map(|w| (w.start_ns / S, w.first)).collect();
+    assert_eq!(flags, [(0, true), (10, true), (20, false)]);
+
+    // Started early in its window: the next window is steady.
+    let mut out = vec![];
+    w.add(&ev(42 * S, 8, exec("/usr/bin/agent")), &mut out);
+    w.add(&ev(51 * S, 8, open("/srv/a", 0, 3)), &mut out);
+    w.add(&ev(61 * S, 8, open("/srv/a", 0, 3)), &mut out);
+    let flags: Vec<(u64, bool)> = out.iter().map(|w| (w.start_ns / S, w.first)).collect();
+    assert_eq!(flags, [(40, true), (50, false)]);
+}

@@ -5,12 +5,14 @@
 //!
 //! A snapshot is evidence, so each call writes a new bundle; freezing an already frozen cgroup
 //! is a no-op, and a cgroup that was frozen before the snapshot (by containment, say) is never
-//! thawed by it. Undo: [`Snapshotter::thaw`].
+//! thawed by it. Undo: [`Snapshotter::thaw`]. The response stage runs snapshots on their own
+//! thread ([`SnapshotWorker`]), never on the event pipeline's.
 
 mod bundle;
 mod freeze;
 mod procfs;
 mod sockets;
+mod worker;
 
 #[cfg(test)]
 mod tests;
@@ -34,6 +36,7 @@ pub use bundle::{
 };
 pub use procfs::{EnvVar, FdInfo, MapEntry, ProcessInfo};
 pub use sockets::SocketInfo;
+pub use worker::{NotQueued, QUEUE, SnapshotWorker};
 
 use crate::respond::flight::FlightRecorder;
 

@@ -378,3 +378,56 @@ fn bad_inputs_are_records_not_panics() {
     assert!(load_signing_key(&tmp.path().join("missing.key")).is_err());
     assert!(parse_verifying_key(b"zz").is_none());
 }
+
+/// The worker takes snapshots off the caller's thread: a submit returns at once, a second
+/// submit for the same cgroup while the first is pending is the same snapshot, the record comes
+/// back through `completed`, and a release (thaw) wins over `keep_frozen`.
+#[test]
+fn the_worker_snapshots_off_the_callers_thread_and_a_release_wins_over_keep_frozen() {
+    let Some(mount) = can_run() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let f = tmp.path().join("f");
+    fs::write(&f, "x").expect("write");
+    let file = fs::File::open(&f).expect("open");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let sb = sandbox(&mount, "snapshot-worker", &file, &listener);
+    let (key_path, _) = key_file(tmp.path());
+    let worker = SnapshotWorker::start(Snapshotter::new(
+        SnapshotConfig {
+            output_dir: tmp.path().join("bundles"),
+            signing_key_file: key_path,
+            events: 4,
+            freeze_timeout_ms: 5_000,
+        },
+        None,
+    ))
+    .expect("worker");
+
+    worker.submit(1u32, AGENT, &sb.dir, true).expect("queued");
+    assert_eq!(
+        worker.submit(2, AGENT, &sb.dir, true),
+        Err(NotQueued::AlreadyRunning),
+        "one snapshot per cgroup at a time"
+    );
+    let done = worker.completed(Some(Duration::from_secs(20)));
+    assert_eq!(done.len(), 1, "{done:?}");
+    let (tag, record) = &done[0];
+    assert_eq!(*tag, 1);
+    assert!(record.ok && record.frozen_during_collection, "{record:?}");
+    assert!(record.bundle.as_ref().is_some_and(|b| b.is_dir()));
+    assert!(record.frozen_now && frozen(&sb.dir), "kept frozen");
+    assert!(!worker.busy());
+
+    // Released while the next snapshot is pending: it must not leave the cgroup frozen.
+    assert!(worker.thaw(&sb.dir).ok);
+    worker
+        .submit(3, AGENT, &sb.dir, true)
+        .expect("queued again");
+    assert!(worker.thaw(&sb.dir).ok);
+    let done = worker.completed(Some(Duration::from_secs(20)));
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert!(done[0].1.ok, "{:?}", done[0].1);
+    assert!(!done[0].1.frozen_now, "{:?}", done[0].1);
+    assert!(!frozen(&sb.dir), "the release won");
+    drop(file);
+}

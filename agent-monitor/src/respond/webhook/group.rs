@@ -131,6 +131,22 @@ impl Grouper {
         ticket
     }
 
+    /// The version a finished deferred action makes of the agent's open ticket; None when the
+    /// agent has none. The finding window is not extended: an action is not a finding.
+    pub fn complete(
+        &mut self,
+        agent_id: &str,
+        action: super::ticket::ActionRecord,
+        evidence: Option<super::ticket::Evidence>,
+        now: SystemTime,
+    ) -> Option<Ticket> {
+        let open = self.open.get_mut(agent_id)?;
+        open.ticket.complete(action, evidence, now);
+        let ticket = open.ticket.clone();
+        self.persist(agent_id);
+        Some(ticket)
+    }
+
     /// Closes the agent's ticket as released and returns that last version; None when the
     /// agent has no ticket.
     pub fn release(

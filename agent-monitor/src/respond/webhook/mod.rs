@@ -311,6 +311,39 @@ impl Webhook {
         }
     }
 
+    /// A deferred action of the agent finished (the forensic snapshot): its open ticket gets an
+    /// `updated` version with the action's real outcome in place of its `queued` record, and the
+    /// bundle as `evidence`. `None` when the agent has no open ticket. Durable when it returns.
+    pub fn complete(
+        &mut self,
+        agent_id: &str,
+        action: ActionRecord,
+        evidence: Option<Evidence>,
+    ) -> Result<Option<TicketRef>, WebhookError> {
+        let now = SystemTime::now();
+        let before = self.grouper.snapshot(agent_id);
+        let Some(ticket) = self.grouper.complete(agent_id, action, evidence, now) else {
+            return Ok(None);
+        };
+        match self.write(&ticket, now) {
+            Ok(outbox_path) => {
+                self.signal.wake();
+                Ok(Some(TicketRef {
+                    ticket_id: ticket.ticket_id,
+                    version: ticket.version,
+                    idempotency_key: ticket.idempotency_key,
+                    escalated: false,
+                    outbox_path,
+                }))
+            }
+            Err(e) => {
+                let (t, seen) = before.map_or((None, now), |(t, s)| (Some(t), s));
+                self.grouper.restore(agent_id, t, seen);
+                Err(e)
+            }
+        }
+    }
+
     fn write(&self, ticket: &Ticket, now: SystemTime) -> Result<PathBuf, WebhookError> {
         let body = serde_json::to_string(ticket).map_err(|source| WebhookError::Encode {
             ticket_id: ticket.ticket_id.clone(),

@@ -671,3 +671,67 @@ fn webhook_release_closes_the_containment_ticket_across_a_restart() {
         (TicketEvent::Released, Tier::RateLimit, "onboarding-1")
     );
 }
+
+/// A snapshot that finishes after its containment was reported updates the same ticket: a new
+/// version whose snapshot record is the result in place of the queued one, with the evidence.
+#[test]
+fn webhook_a_completed_snapshot_updates_the_ticket_with_its_evidence() {
+    let server = ok_server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut wh = Webhook::new(config(&server.url, dir.path())).expect("webhook");
+    let handle = wh.start_delivery().expect("start");
+    let record = |ok: bool, detail: &str, undo: &str| ActionRecord {
+        action: "forensic_snapshot".into(),
+        ok,
+        detail: detail.into(),
+        undo: Some(undo.into()),
+    };
+    let deny = ActionRecord {
+        action: "deny_all".into(),
+        ok: true,
+        detail: "in force".into(),
+        undo: Some("agent-monitor contain release 7".into()),
+    };
+    assert!(
+        wh.complete("agent-1", record(true, "x", "y"), None)
+            .expect("no ticket")
+            .is_none(),
+        "no open ticket: nothing to update"
+    );
+    let opened = wh
+        .submit(
+            &[finding("agent-1", "reverse-shell", 1)],
+            Tier::Contain,
+            &[deny.clone(), record(true, "queued: ...", "thaw: queued")],
+            TicketContext::default(),
+        )
+        .expect("submit");
+    let evidence = Evidence {
+        digest: "sha256:00ff".into(),
+        path: "/var/lib/agent-monitor/forensics/agent-1-1".into(),
+    };
+    let done = wh
+        .complete(
+            "agent-1",
+            record(true, "bundle of 2 processes", "thaw: done"),
+            Some(evidence.clone()),
+        )
+        .expect("complete")
+        .expect("the open ticket");
+    assert_eq!(done.ticket_id, opened.ticket_id);
+    assert_eq!(done.version, opened.version + 1);
+    wait_until("delivery", || wh.stats().pending == 0);
+    handle.stop().expect("stop");
+    let kept = server.deduplicated();
+    let last = &kept[&idempotency_key(&done.ticket_id, done.version)];
+    assert_eq!(last.event, TicketEvent::Updated);
+    assert_eq!(last.tier, Tier::Contain);
+    assert_eq!(last.findings.count, 1, "an action is not a finding");
+    assert_eq!(last.evidence.as_ref(), Some(&evidence));
+    assert_eq!(
+        last.actions,
+        [deny, record(true, "bundle of 2 processes", "thaw: done")]
+    );
+    assert!(last.rollback.contains(&"thaw: done".to_owned()));
+    assert!(!last.rollback.contains(&"thaw: queued".to_owned()));
+}

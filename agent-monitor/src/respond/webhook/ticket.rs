@@ -317,6 +317,42 @@ impl Ticket {
         escalated
     }
 
+    /// The next version after a deferred action finished: its record replaces the latest
+    /// record of the same action (its `queued` outcome), and `evidence` is set when given.
+    pub(crate) fn complete(
+        &mut self,
+        action: ActionRecord,
+        evidence: Option<Evidence>,
+        now: SystemTime,
+    ) {
+        self.version = self.version.saturating_add(1);
+        self.idempotency_key = idempotency_key(&self.ticket_id, self.version);
+        self.updated_at = rfc3339(now);
+        self.event = TicketEvent::Updated;
+        self.escalated = false;
+        self.previous_tier = None;
+        // The queued outcome's undo is superseded by the finished one's.
+        if let Some(old) = self.actions.iter().rposition(|a| a.action == action.action) {
+            let old = self.actions.remove(old);
+            if let Some(undo) = old.undo {
+                self.rollback.retain(|c| *c != undo);
+            }
+        }
+        if action.ok
+            && let Some(undo) = &action.undo
+            && !self.rollback.contains(undo)
+        {
+            self.rollback.push(undo.clone());
+        }
+        if self.actions.len() < MAX_ACTIONS {
+            self.actions.push(action);
+        }
+        if evidence.is_some() {
+            self.evidence = evidence;
+        }
+        self.summary = self.compose_summary();
+    }
+
     /// The released version: the responses were lifted. The release commands leave `rollback`
     /// (they were carried out); what cannot be undone (re-issuing revoked credentials) stays.
     pub(crate) fn release(&mut self, release: ReleaseRecord, now: SystemTime) {
