@@ -185,7 +185,7 @@ impl AgentMonitor for Service {
             .ok_or_else(|| Status::unavailable("the daemon is stopping"))?;
         let stream = BroadcastStream::new(rx).filter_map(move |item| match item {
             Ok(item) if only.is_empty() || item.agent_id == only => Some(Ok(pb::WatchEvent {
-                event: Some(item.event),
+                event: Some(item.event.clone()),
             })),
             Ok(_) => None,
             Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {

@@ -199,7 +199,17 @@ impl Kernel {
         opts: &LoadOptions,
         phases: &mut crate::startup::Phases,
     ) -> anyhow::Result<(Self, KernelMaps)> {
-        let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
+        // aya's loader reads the kernel's BTF when it is made, and the tp_btf attachments below
+        // need a copy of their own: the two reads (tens of milliseconds each, PERF-ANCHORS row 8)
+        // run side by side.
+        let (btf, mut loader) = std::thread::scope(|s| {
+            let ours = s.spawn(Btf::from_sys_fs);
+            let loader = EbpfLoader::new();
+            (ours.join(), loader)
+        });
+        let btf = btf
+            .map_err(|_| anyhow::anyhow!("reading kernel BTF panicked"))?
+            .context("reading kernel BTF")?;
         let pins = match &opts.pin_dir {
             Some(dir) => {
                 let pins = Pins::acquire(dir)?;
@@ -214,7 +224,6 @@ impl Kernel {
             }
             None => None,
         };
-        let mut loader = EbpfLoader::new();
         if let Some(p) = &pins {
             let (map_path, denials_path) = (p.dir.join(CONTAINMENT_MAP), p.dir.join(DENIALS_MAP));
             check_pinned(&map_path, 8, size_of::<ContainPolicy>())?;

@@ -43,8 +43,10 @@ impl Identities {
                         c
                     }
                 };
-                self.by_cgroup
-                    .insert(event.cgroup_id, AgentRef::new(Arc::from(a.id.as_str()), class));
+                self.by_cgroup.insert(
+                    event.cgroup_id,
+                    AgentRef::new(Arc::from(a.id.as_str()), class),
+                );
             }
             Body::AgentRemoved(_) => {
                 // The removal itself is still attributed below.
