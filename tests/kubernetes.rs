@@ -207,7 +207,11 @@ fn target(n: u8, agent: &str) -> Target {
         agent_id: agent.into(),
         class: "fraud".into(),
         cgroup_id: 1,
-        cgroup_path: Some(PathBuf::from("/sys/fs/cgroup").join(container_dir(n)).into()),
+        cgroup_path: Some(
+            PathBuf::from("/sys/fs/cgroup")
+                .join(container_dir(n))
+                .into(),
+        ),
     }
 }
 
