@@ -18,7 +18,7 @@ use aya::{
 use tokio::{
     io::unix::AsyncFd,
     sync::Notify,
-    time::{Interval, MissedTickBehavior, interval},
+    time::{Instant, Interval, MissedTickBehavior, interval_at},
 };
 
 use super::{
@@ -96,6 +96,15 @@ pub struct LiveSource {
     ring_buffer_bytes: u32,
     /// The last drain stopped at [`DRAIN_BYTES`]: records are waiting.
     backlog: bool,
+    /// The start-up scan's second pass, still to run.
+    recheck: Recheck,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Recheck {
+    No,
+    AfterFirstWake,
+    Now,
 }
 
 impl LiveSource {
@@ -108,11 +117,14 @@ impl LiveSource {
         opts: &LiveOptions,
         initial: &mut Batch,
     ) -> anyhow::Result<Self> {
-        let tick = |d: Duration| {
-            let mut i = interval(d);
+        // Snapshots and rescans first tick one period from now: at start-up they would compete
+        // with the first drain (PERF-ANCHORS row 8), and the start-up scan has just run.
+        let tick = |d: Duration, first: Instant| {
+            let mut i = interval_at(first, d);
             i.set_missed_tick_behavior(MissedTickBehavior::Delay);
             i
         };
+        let now = Instant::now();
         let cgroup_watch = match CgroupWatch::new() {
             Ok(w) => Some(w),
             Err(e) => {
@@ -146,9 +158,9 @@ impl LiveSource {
                 slot_of: StdHashMap::new(),
                 used_slots: Vec::new(),
             },
-            poll: tick(opts.poll_interval),
-            snapshot: tick(opts.snapshot_interval),
-            rescan: tick(rescan),
+            poll: tick(opts.poll_interval, now),
+            snapshot: tick(opts.snapshot_interval, now + opts.snapshot_interval),
+            rescan: tick(rescan, now + rescan),
             hold: opts.hold.map(Hold::new),
             identity_changed: opts.identity_changed.clone(),
             cgroup_watch,
@@ -157,8 +169,14 @@ impl LiveSource {
             fill: None,
             ring_buffer_bytes: opts.ring_buffer_bytes,
             backlog: false,
+            recheck: Recheck::No,
         };
-        source.rescan_now(initial)?;
+        // One pass, then the directories it found are watched; cgroups made in them before
+        // their watch are found by a second pass, which waits for the first wake-up (the first
+        // drain) so that it does not delay the first events (10,000 agents: tens of ms a pass).
+        if source.rescan(initial, 1)? {
+            source.recheck = Recheck::AfterFirstWake;
+        }
         Ok(source)
     }
 
@@ -200,18 +218,25 @@ impl LiveSource {
     /// Reconciles monitored cgroups with the file system (and pods) now. Records held for a
     /// cgroup that resolved follow its announcement.
     pub fn rescan_now(&mut self, batch: &mut Batch) -> anyhow::Result<()> {
-        let mut out = Batch::default();
-        let mut outcomes = Vec::new();
         // A directory first watched now may already hold cgroups made before its watch: look
         // again (a pod slice and its first container are made within microseconds, and so are
         // a class directory and its first agent).
-        for _ in 0..3 {
+        self.rescan(batch, 3).map(drop)
+    }
+
+    /// Up to `passes` scans, while each one adds watched directories; returns whether the last
+    /// one did (cgroups made in them before their watch are not found yet).
+    fn rescan(&mut self, batch: &mut Batch, passes: usize) -> anyhow::Result<bool> {
+        let mut out = Batch::default();
+        let mut outcomes = Vec::new();
+        let mut watching_more = false;
+        for _ in 0..passes {
             outcomes.extend(self.registry.rescan(
                 &mut self.snapshots,
                 &mut out,
                 clock::boot_ns(),
             )?);
-            let watching_more = self
+            watching_more = self
                 .cgroup_watch
                 .as_mut()
                 .is_some_and(|w| w.sync(self.registry.watch_dirs()));
@@ -221,7 +246,7 @@ impl LiveSource {
         }
         let Some(hold) = &mut self.hold else {
             append(batch, &out);
-            return Ok(());
+            return Ok(watching_more);
         };
         let of = |want: PendingOutcome| {
             outcomes
@@ -247,7 +272,7 @@ impl LiveSource {
                 hold.resolve(cg, outcome, batch);
             }
         }
-        Ok(())
+        Ok(watching_more)
     }
 
     /// Drains the ring buffer and takes a final snapshot: call before stopping so nothing the
@@ -334,6 +359,10 @@ impl EventSource for LiveSource {
         batch.clear();
         let changed = self.identity_changed.clone();
         loop {
+            if self.recheck == Recheck::Now {
+                self.recheck = Recheck::No;
+                self.rescan_now(batch)?;
+            }
             tokio::select! {
                 // Records left by a drain that stopped at its limit; the other branches still
                 // get their turn (select picks among ready branches at random).
@@ -357,6 +386,9 @@ impl EventSource for LiveSource {
                     r?;
                     self.rescan_now(batch)?;
                 }
+            }
+            if self.recheck == Recheck::AfterFirstWake {
+                self.recheck = Recheck::Now;
             }
             self.hold_pending(batch);
             if !batch.is_empty() {
