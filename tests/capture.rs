@@ -5,8 +5,10 @@
 mod common;
 
 use std::{
+    ffi::CString,
     io::{Read as _, Write as _},
     net::TcpListener,
+    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _},
     time::Duration,
 };
 
@@ -336,5 +338,62 @@ fn daemon_inside_a_monitored_cgroup_never_reports_itself() {
     assert!(
         counted < 5_000,
         "syscalls counted for the cgroup: {counted}"
+    );
+}
+
+/// A program cannot fault pages in: a path on a page the process has not touched yet is
+/// unreadable at syscall entry. The open must still arrive with its path (read again at exit,
+/// once the syscall has faulted the page in), as the first open of a fresh process often is.
+#[test]
+fn path_on_a_page_not_mapped_at_entry_arrives_with_its_path() {
+    let cgroups = TestCgroups::new("coldpath");
+    let agent = cgroups.dir("agents/fraud/cold");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = format!("watch: [{}]\n", cgroups.root.join("agents").display());
+    let daemon = Daemon::start(tmp.path(), &config, None);
+
+    // The path alone in a file the child maps: a fresh mapping has no page table entry until
+    // something touches it.
+    let name = tmp.path().join("name");
+    std::fs::write(&name, b"/etc/hostname\0").unwrap();
+    let file = std::fs::File::open(&name).unwrap();
+    let procs = CString::new(agent.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
+    // SAFETY: the child makes only async-signal-safe calls (open, write, mmap) and exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: as above; "0" moves the writing process into the cgroup.
+        unsafe {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            let moved = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+            let page = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            );
+            let opened = page != libc::MAP_FAILED && libc::open(page.cast(), libc::O_RDONLY) >= 0;
+            libc::_exit(if moved && opened { 0 } else { 1 });
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child: {status}"
+    );
+    std::thread::sleep(Duration::from_millis(250));
+    let events = daemon.stop();
+    let opens: Vec<&Value> = of_kind(&events, "open")
+        .filter(|e| e["pid"] == pid)
+        .collect();
+    assert!(
+        opens
+            .iter()
+            .any(|e| e["path"] == "/etc/hostname" && e["ret"].as_i64() >= Some(0)),
+        "the child's open: {opens:?}"
     );
 }

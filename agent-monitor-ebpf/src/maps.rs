@@ -41,8 +41,11 @@ pub struct Pending {
     /// Syscall number the exit must match (guards against a stale entry).
     pub nr: i32,
     pub _pad: u32,
-    /// User buffer to read at exit (accept's peer address), or 0.
+    /// User memory to read at exit, or 0: accept's peer address, or a path (a rename's old
+    /// path) that could not be read at entry.
     pub user_ptr: u64,
+    /// A rename's new path that could not be read at entry, or 0.
+    pub user_ptr2: u64,
     pub data: [u8; MAX_EVENT_LEN],
 }
 

@@ -86,6 +86,7 @@ fn park<const V6: bool>(ctx: &SockAddrContext, kind: u16, nr: i32) {
     let pending = unsafe { &mut *pending };
     pending.nr = nr;
     pending.user_ptr = 0;
+    pending.user_ptr2 = 0;
     let ev = sock_event(pending, &cur, kind);
     fill_from_sock_addr::<V6>(ev, ctx);
     let _ = PENDING.insert(&cur.pid_tgid, pending, 0);

@@ -62,6 +62,7 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i64> {
     let pending = unsafe { &mut *pending };
     pending.nr = nr;
     pending.user_ptr = 0;
+    pending.user_ptr2 = 0;
     match nr {
         nr::OPEN => path_event(pending, &cur, kind::OPEN, AT_FDCWD, arg(0), arg(1), arg(2)),
         nr::OPENAT => path_event(
@@ -166,10 +167,17 @@ fn send_pending(pending: &mut Pending, ret: i64) {
     match k {
         kind::OPEN | kind::UNLINK | kind::CHMOD | kind::CHOWN => {
             // SAFETY: kind selects the layout written at entry.
-            emit::output(unsafe { &*(data as *const PathEvent) }, slot, k)
+            let ev = unsafe { &mut *(data as *mut PathEvent) };
+            reread(&mut ev.path, pending.user_ptr, &mut ev.header.flags);
+            emit::output(ev, slot, k)
         }
-        // SAFETY: as above.
-        kind::RENAME => emit::output(unsafe { &*(data as *const RenameEvent) }, slot, k),
+        kind::RENAME => {
+            // SAFETY: as above.
+            let ev = unsafe { &mut *(data as *mut RenameEvent) };
+            reread(&mut ev.old_path, pending.user_ptr, &mut ev.header.flags);
+            reread(&mut ev.new_path, pending.user_ptr2, &mut ev.header.flags);
+            emit::output(ev, slot, k)
+        }
         // SAFETY: as above.
         kind::EXEC => emit::output(unsafe { &*(data as *const ExecEvent) }, slot, k),
         // SAFETY: as above.
@@ -195,7 +203,7 @@ fn path_event(p: &mut Pending, cur: &Current, kind: u16, dirfd: i32, path: u64, 
     ev.dirfd = dirfd;
     ev.arg0 = a0 as u32;
     ev.arg1 = a1 as u32;
-    read_str(&mut ev.path, path, &mut ev.header.flags);
+    p.user_ptr = unread(read_str(&mut ev.path, path, &mut ev.header.flags), path);
 }
 
 #[inline(always)]
@@ -204,8 +212,8 @@ fn rename_event(p: &mut Pending, cur: &Current, old: u64, new: u64) {
     let ev = unsafe { &mut *(p.data.as_mut_ptr() as *mut RenameEvent) };
     ev.header = emit::header(kind::RENAME, cur);
     ev.ret = 0;
-    read_str(&mut ev.old_path, old, &mut ev.header.flags);
-    read_str(&mut ev.new_path, new, &mut ev.header.flags);
+    p.user_ptr = unread(read_str(&mut ev.old_path, old, &mut ev.header.flags), old);
+    p.user_ptr2 = unread(read_str(&mut ev.new_path, new, &mut ev.header.flags), new);
 }
 
 #[inline(always)]
@@ -226,6 +234,7 @@ fn exec_event(p: &mut Pending, cur: &Current, filename: u64, argv: u64) {
     let uid_gid = bpf_get_current_uid_gid();
     ev.uid = uid_gid as u32;
     ev.gid = (uid_gid >> 32) as u32;
+    // Not read again at exit: a successful exec has replaced the memory it pointed into.
     read_str(&mut ev.filename, filename, &mut ev.header.flags);
 
     // Arguments go NUL-separated into `argv`. Each read may use up to half the buffer and starts
@@ -266,16 +275,35 @@ fn exec_event(p: &mut Pending, cur: &Current, filename: u64, argv: u64) {
 }
 
 /// Reads a NUL-terminated user string into `dst`, flagging truncation; an unreadable pointer
-/// leaves an empty string.
+/// leaves an empty string and returns false.
 #[inline(always)]
-fn read_str(dst: &mut [u8; PATH_LEN], src: u64, flags: &mut u16) {
+fn read_str(dst: &mut [u8; PATH_LEN], src: u64, flags: &mut u16) -> bool {
     // SAFETY: the helper writes at most PATH_LEN bytes into `dst` and never faults.
     let n = unsafe {
         bpf_probe_read_user_str(dst.as_mut_ptr().cast(), PATH_LEN as u32, src as *const _)
     };
     if n <= 0 {
         dst[0] = 0;
-    } else if n as usize >= PATH_LEN {
+        return false;
+    }
+    if n as usize >= PATH_LEN {
         *flags |= HDR_FLAG_TRUNCATED;
+    }
+    true
+}
+
+/// The pointer to read again at exit when the entry could not read it: a string on a page the
+/// process has not touched yet is not mapped at entry (a program cannot fault it in), and the
+/// syscall itself faults it in before it returns.
+#[inline(always)]
+fn unread(read: bool, src: u64) -> u64 {
+    if read { 0 } else { src }
+}
+
+/// At exit, reads a path that entry could not (see [`unread`]); 0: nothing to do.
+#[inline(always)]
+fn reread(dst: &mut [u8; PATH_LEN], src: u64, flags: &mut u16) {
+    if src != 0 {
+        read_str(dst, src, flags);
     }
 }
