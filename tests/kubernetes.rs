@@ -207,7 +207,11 @@ fn target(n: u8, agent: &str) -> Target {
         agent_id: agent.into(),
         class: "fraud".into(),
         cgroup_id: 1,
-        cgroup_path: Some(PathBuf::from("/sys/fs/cgroup").join(container_dir(n))),
+        cgroup_path: Some(
+            PathBuf::from("/sys/fs/cgroup")
+                .join(container_dir(n))
+                .into(),
+        ),
     }
 }
 
@@ -301,7 +305,7 @@ async fn the_network_policy_is_created_and_deleted_idempotently_and_failures_are
     let out = np.apply(&target(7, "unknown"));
     assert!(!out.ok && out.detail.contains("not known"), "{out:?}");
     let out = np.apply(&Target {
-        cgroup_path: Some("/sys/fs/cgroup/agents/fraud/f1".into()),
+        cgroup_path: Some(std::path::Path::new("/sys/fs/cgroup/agents/fraud/f1").into()),
         ..target(1, "f1")
     });
     assert!(

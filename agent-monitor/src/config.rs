@@ -148,7 +148,7 @@ mod defaults {
         1000
     }
     pub fn rescan_interval_ms() -> u64 {
-        100
+        10_000
     }
     pub fn state_dir() -> std::path::PathBuf {
         "/var/lib/agent-monitor".into()

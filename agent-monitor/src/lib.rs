@@ -18,5 +18,6 @@ pub mod observe;
 pub mod pipeline;
 pub mod respond;
 pub mod source;
+pub mod startup;
 pub mod trace;
 pub mod workload;

@@ -36,9 +36,9 @@ pub struct Options {
     /// Seconds the daemon runs before each memory reading.
     #[arg(long, default_value_t = 5)]
     settle_secs: u64,
-    /// Ring buffer sizes (config `ring_buffer_mib`) measured at each count: the default, and a
-    /// small one, since the daemon's RSS counts its ring buffer twice.
-    #[arg(long, value_delimiter = ',', default_value = "64,4")]
+    /// Ring buffer sizes (config `ring_buffer_mib`) measured at each count; none given: the
+    /// default only. The daemon's RSS counts its ring buffer twice.
+    #[arg(long, value_delimiter = ',')]
     ring_buffer_mib: Vec<u32>,
 }
 
@@ -55,10 +55,15 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let base = mount.join(format!("agent-monitor-bench-memory-{}", std::process::id()));
     let mut runs = Vec::new();
     let mut result = Ok(());
+    let rings = if opts.ring_buffer_mib.is_empty() {
+        vec![agent_monitor::config::Config::embedded().ring_buffer_mib]
+    } else {
+        opts.ring_buffer_mib.clone()
+    };
     'counts: for &n in &opts.agents {
         let agents = base.join(format!("agents-{n}"));
         let dirs = create_agents(&agents, n);
-        for &ring in &opts.ring_buffer_mib {
+        for &ring in &rings {
             let run = dirs
                 .as_ref()
                 .map_err(|e| anyhow::anyhow!("{e:#}"))
@@ -84,7 +89,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let report = json!({
         "method": "N agent cgroups created under a watched parent; release daemon (pinned to CPU 0, \
                    shipped rules and models, no pinning) in its own memory cgroup; memory read \
-                   once every agent is registered and again after every agent ran one process",
+                   once every agent is registered (idle, with the CPU used meanwhile) and again \
+                   after every agent ran one process; RSS split by mapping from smaps; start-up \
+                   from launch to the first open event of a busy agent, with the daemon's own \
+                   phase timings",
         "machine": machine()?,
         "runs": runs,
     });
@@ -135,7 +143,7 @@ fn measure(
     let cpu_before = cpu_seconds(daemon.child.id())?;
     std::thread::sleep(Duration::from_secs(opts.settle_secs));
     let idle_cpu = (cpu_seconds(daemon.child.id())? - cpu_before) / opts.settle_secs as f64;
-    let idle = daemon.sample(memcg)?;
+    let idle = daemon.sample(memcg, bin)?;
     eprintln!("{n} agents, {ring_buffer_mib} MiB ring buffer, idle: {idle}");
 
     // One short process in each agent cgroup: fork, exec, the loader's opens, exit.
@@ -147,7 +155,7 @@ fn measure(
     }
     let activity_secs = activity_start.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(opts.settle_secs));
-    let active = daemon.sample(memcg)?;
+    let active = daemon.sample(memcg, bin)?;
     eprintln!("{n} agents, after activity: {active}");
     daemon.stop()?;
     // The daemon's output is buffered: every announcement is in it once it has exited.
@@ -352,7 +360,7 @@ impl Daemon {
     }
 
     /// The daemon's memory now: /proc status fields, its BPF maps' memlock and its memory cgroup.
-    fn sample(&self, memcg: &MemoryCgroup) -> anyhow::Result<Value> {
+    fn sample(&self, memcg: &MemoryCgroup, bin: &Path) -> anyhow::Result<Value> {
         let pid = self.child.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let field = |name: &str| -> Option<u64> {
@@ -367,6 +375,8 @@ impl Daemon {
             "vm_hwm_kib": field("VmHWM"),
             "rss_anon_kib": field("RssAnon"),
             "rss_file_kib": field("RssFile"),
+            "rss_by_mapping_kib": rss_by_mapping(pid, bin)?,
+            "threads": field("Threads"),
             "bpf_maps": maps,
             "bpf_maps_memlock_kib": memlock / 1024,
             "memory_cgroup": memcg.read()?,
@@ -382,6 +392,48 @@ impl Daemon {
         self.child.wait()?;
         Ok(())
     }
+}
+
+/// The daemon's RSS by what is mapped, from /proc/<pid>/smaps: BPF maps (the ring buffer, mapped
+/// twice), the daemon's binary, shared libraries, the heap and other anonymous memory (malloc
+/// arenas, thread stacks), and the rest.
+fn rss_by_mapping(pid: u32, bin: &Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    let bin = bin.to_string_lossy();
+    let (mut bpf, mut binary, mut libs, mut anon, mut other) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut name = String::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: "start-end perms offset dev inode [path]".
+            name = fields.nth(4).unwrap_or("").to_owned();
+            continue;
+        }
+        if first != "Rss:" {
+            continue;
+        }
+        let kib: u64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let bucket = if name.contains("bpf-map") || name.contains("bpf_ringbuf") {
+            &mut bpf
+        } else if name == bin {
+            &mut binary
+        } else if name.contains(".so") {
+            &mut libs
+        } else if name.is_empty() || name == "[heap]" || name.starts_with("[stack") {
+            &mut anon
+        } else {
+            &mut other
+        };
+        *bucket += kib;
+    }
+    Ok(json!({
+        "bpf_maps": bpf,
+        "binary": binary,
+        "libraries": libs,
+        "heap_and_anonymous": anon,
+        "other": other,
+    }))
 }
 
 /// User and system CPU time of a process so far, from /proc/<pid>/stat (fields 14 and 15, after

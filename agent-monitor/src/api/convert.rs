@@ -59,8 +59,8 @@ pub fn finding(f: &Finding) -> pb::Finding {
 pub fn decision(r: &Response) -> pb::Decision {
     pb::Decision {
         ts_ns: r.decision.ts_ns,
-        agent_id: r.target.agent_id.clone(),
-        class: r.target.class.clone(),
+        agent_id: r.target.agent_id.to_string(),
+        class: r.target.class.to_string(),
         from: tier(r.decision.from),
         to: tier(r.decision.to),
         reason: r.decision.reason.as_str().into(),

@@ -42,9 +42,10 @@ pub struct WatchItem {
 }
 
 pub struct Hub {
-    agents: Mutex<BTreeMap<String, AgentEntry>>,
-    /// `None` once the daemon stops: every watch stream then ends.
-    tx: Mutex<Option<broadcast::Sender<WatchItem>>>,
+    agents: Mutex<BTreeMap<std::sync::Arc<str>, AgentEntry>>,
+    /// `None` once the daemon stops: every watch stream then ends. Items are shared so that
+    /// the channel's slots, all allocated up front, are a pointer each (PERF-ANCHORS row 7).
+    tx: Mutex<Option<broadcast::Sender<std::sync::Arc<WatchItem>>>>,
 }
 
 impl Default for Hub {
@@ -71,7 +72,7 @@ impl Hub {
     }
 
     /// A new watcher; `None` once the daemon is stopping.
-    pub fn subscribe(&self) -> Option<broadcast::Receiver<WatchItem>> {
+    pub fn subscribe(&self) -> Option<broadcast::Receiver<std::sync::Arc<WatchItem>>> {
         lock(&self.tx).as_ref().map(broadcast::Sender::subscribe)
     }
 
@@ -83,10 +84,10 @@ impl Hub {
     fn publish(&self, agent_id: &str, event: pb::watch_event::Event) {
         if let Some(tx) = lock(&self.tx).as_ref() {
             // No receiver is not an error: nobody is watching.
-            let _ = tx.send(WatchItem {
+            let _ = tx.send(std::sync::Arc::new(WatchItem {
                 agent_id: agent_id.to_owned(),
                 event,
-            });
+            }));
         }
     }
 
@@ -143,8 +144,8 @@ impl ResponseSink for ApiSink {
         self.hub.publish(
             &target.agent_id,
             pb::watch_event::Event::Release(pb::Release {
-                agent_id: target.agent_id.clone(),
-                class: target.class.clone(),
+                agent_id: target.agent_id.to_string(),
+                class: target.class.to_string(),
                 approvers: approvers.to_vec(),
                 actions: actions.iter().map(convert::action).collect(),
             }),
@@ -260,7 +261,7 @@ mod tests {
         s.on_findings(std::slice::from_ref(&finding));
         let item = rx.try_recv().expect("item");
         assert_eq!(item.agent_id, "a");
-        let pb::watch_event::Event::Finding(f) = item.event else {
+        let pb::watch_event::Event::Finding(f) = item.event.clone() else {
             panic!("a finding: {item:?}");
         };
         assert_eq!((f.rule.as_str(), f.tier), ("r", pb::Tier::Contain as i32));

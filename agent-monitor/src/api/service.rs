@@ -56,8 +56,8 @@ impl Service {
             .map(|a| a.approvers.len())
             .unwrap_or(0);
         pb::Agent {
-            id: e.target.agent_id.clone(),
-            class: e.target.class.clone(),
+            id: e.target.agent_id.to_string(),
+            class: e.target.class.to_string(),
             state: state(e) as i32,
             tier: convert::tier(e.tier),
             tier_since: e.since.clone().unwrap_or_default(),
@@ -185,7 +185,7 @@ impl AgentMonitor for Service {
             .ok_or_else(|| Status::unavailable("the daemon is stopping"))?;
         let stream = BroadcastStream::new(rx).filter_map(move |item| match item {
             Ok(item) if only.is_empty() || item.agent_id == only => Some(Ok(pb::WatchEvent {
-                event: Some(item.event),
+                event: Some(item.event.clone()),
             })),
             Ok(_) => None,
             Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {

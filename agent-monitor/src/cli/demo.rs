@@ -159,7 +159,14 @@ async fn demo(
             }
         });
     }
-    live::run_until_stopped(&mut source, &mut pipeline, Some(opts.duration), config).await?;
+    live::run_until_stopped(
+        &mut source,
+        &mut pipeline,
+        Some(opts.duration),
+        config,
+        None,
+    )
+    .await?;
     for mut child in children {
         let _ = child.kill();
         let _ = child.wait();

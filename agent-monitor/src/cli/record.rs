@@ -12,7 +12,7 @@ use anyhow::bail;
 pub fn narrow_to_agent(config: &mut Config, agent: &str) -> anyhow::Result<()> {
     let mount = cgroup::v2_mount()?;
     let registry = AgentRegistry::new(mount.clone(), config.clone());
-    let Some(found) = registry.discover().into_values().find(|a| a.id == agent) else {
+    let Some(found) = registry.discover().into_values().find(|a| &*a.id == agent) else {
         bail!(
             "no agent {agent:?} among the configured agents or under the watched parents ({}): \
              start it first",
@@ -31,9 +31,9 @@ pub fn narrow_to_agent(config: &mut Config, agent: &str) -> anyhow::Result<()> {
         found.path.display()
     );
     config.agents = vec![StaticAgent {
-        cgroup: found.path,
-        id: found.id,
-        class: found.class,
+        cgroup: found.path.into(),
+        id: found.id.into(),
+        class: found.class.to_string(),
     }];
     config.watch.clear();
     Ok(())

@@ -189,7 +189,27 @@ pub struct KernelMaps {
 
 impl Kernel {
     pub fn load(platform: &Platform, opts: &LoadOptions) -> anyhow::Result<(Self, KernelMaps)> {
-        let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
+        Self::load_timed(platform, opts, &mut crate::startup::Phases::default())
+    }
+
+    /// [`Kernel::load`], timing its phases: the kernel's BTF read, the object loaded (maps
+    /// created), the programs verified and attached.
+    pub fn load_timed(
+        platform: &Platform,
+        opts: &LoadOptions,
+        phases: &mut crate::startup::Phases,
+    ) -> anyhow::Result<(Self, KernelMaps)> {
+        // aya's loader reads the kernel's BTF when it is made, and the tp_btf attachments below
+        // need a copy of their own: the two reads (tens of milliseconds each, PERF-ANCHORS row 8)
+        // run side by side.
+        let (btf, mut loader) = std::thread::scope(|s| {
+            let ours = s.spawn(Btf::from_sys_fs);
+            let loader = EbpfLoader::new();
+            (ours.join(), loader)
+        });
+        let btf = btf
+            .map_err(|_| anyhow::anyhow!("reading kernel BTF panicked"))?
+            .context("reading kernel BTF")?;
         let pins = match &opts.pin_dir {
             Some(dir) => {
                 let pins = Pins::acquire(dir)?;
@@ -204,7 +224,6 @@ impl Kernel {
             }
             None => None,
         };
-        let mut loader = EbpfLoader::new();
         if let Some(p) = &pins {
             let (map_path, denials_path) = (p.dir.join(CONTAINMENT_MAP), p.dir.join(DENIALS_MAP));
             check_pinned(&map_path, 8, size_of::<ContainPolicy>())?;
@@ -222,6 +241,7 @@ impl Kernel {
             .map_max_entries("EVENTS", opts.ring_buffer_bytes)
             .load(OBJECT)
             .context("loading the kernel programs")?;
+        phases.done("btf_and_maps");
 
         // The hot paths: tp_btf where the kernel allows it, raw_tp otherwise.
         for tracepoint in ["sys_enter", "sched_switch"] {
@@ -306,6 +326,7 @@ impl Kernel {
             );
         }
 
+        phases.done("programs_verified_and_attached");
         let mut take = |name: &str| {
             ebpf.take_map(name)
                 .with_context(|| format!("map {name} missing"))

@@ -17,9 +17,14 @@ pub use registry::{AgentRegistry, DiscoveredAgent, PendingOutcome, SlotTable};
 
 use crate::event::{AgentRef, Body, Event};
 
+/// Class names shared between agents, at most.
+const MAX_INTERNED_CLASSES: usize = 64;
+
 #[derive(Default)]
 pub struct Identities {
     by_cgroup: HashMap<u64, AgentRef>,
+    /// Class names, one allocation each however many agents share them.
+    classes: Vec<Arc<str>>,
 }
 
 impl Identities {
@@ -27,9 +32,20 @@ impl Identities {
     pub fn attribute(&mut self, event: &mut Event) {
         match &event.body {
             Body::AgentAdded(a) => {
+                let class = match self.classes.iter().find(|c| ***c == *a.class) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c: Arc<str> = Arc::from(a.class.as_str());
+                        // A few classes are the norm; past that, a copy per agent.
+                        if self.classes.len() < MAX_INTERNED_CLASSES {
+                            self.classes.push(c.clone());
+                        }
+                        c
+                    }
+                };
                 self.by_cgroup.insert(
                     event.cgroup_id,
-                    AgentRef::new(Arc::from(a.id.as_str()), Arc::from(a.class.as_str())),
+                    AgentRef::new(Arc::from(a.id.as_str()), class),
                 );
             }
             Body::AgentRemoved(_) => {

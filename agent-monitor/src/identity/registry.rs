@@ -29,14 +29,15 @@ pub trait SlotTable {
     fn remove(&mut self, cgroup_id: u64, slot: u32, out: &mut Batch) -> anyhow::Result<()>;
 }
 
-/// An agent cgroup found on disk.
+/// An agent cgroup found on disk. Kept for every registered agent: boxed names, and a class
+/// name shared by the agents of one scan (PERF-ANCHORS row 7).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiscoveredAgent {
     pub cgroup_id: u64,
-    pub id: String,
-    pub class: String,
+    pub id: Box<str>,
+    pub class: Arc<str>,
     /// Relative to the cgroup v2 mount.
-    pub path: PathBuf,
+    pub path: Box<Path>,
 }
 
 struct Registered {
@@ -76,8 +77,10 @@ pub struct AgentRegistry {
     pending: usize,
     /// Malformed kubepods paths already logged.
     logged: HashSet<String>,
-    /// Directories under which new pod containers appear, at the last rescan.
-    pod_parents: Vec<PathBuf>,
+    /// Directories whose new or removed subdirectories can change the agents (watched
+    /// parents, their class directories, the parents of static agents and the kubepods levels
+    /// above pod containers), as of the last rescan.
+    watch_dirs: Vec<PathBuf>,
 }
 
 impl AgentRegistry {
@@ -92,7 +95,7 @@ impl AgentRegistry {
             pods: None,
             pending: 0,
             logged: HashSet::new(),
-            pod_parents: Vec::new(),
+            watch_dirs: Vec::new(),
         }
     }
 
@@ -120,9 +123,10 @@ impl AgentRegistry {
         self.pending
     }
 
-    /// Where new pod containers appear (the kubepods levels above them), as of the last rescan.
-    pub fn pod_parents(&self) -> &[PathBuf] {
-        &self.pod_parents
+    /// Where a new or removed directory can add or remove an agent, as of the last rescan:
+    /// watched with inotify, so that a rescan follows each change at once.
+    pub fn watch_dirs(&self) -> &[PathBuf] {
+        &self.watch_dirs
     }
 
     pub fn is_pending(&self, cgroup_id: u64) -> bool {
@@ -151,12 +155,13 @@ impl AgentRegistry {
         out: &mut Batch,
         now_ns: u64,
     ) -> anyhow::Result<Vec<(u64, PendingOutcome)>> {
-        let mut desired: HashMap<u64, Desired> = self
-            .discover()
+        let (found, mut watch_dirs) = self.discover_with_dirs();
+        let mut desired: HashMap<u64, Desired> = found
             .into_iter()
             .map(|(cg, a)| (cg, Desired::Agent(a)))
             .collect();
-        let not_agents = self.discover_pods(&mut desired);
+        let not_agents = self.discover_pods(&mut desired, &mut watch_dirs);
+        self.watch_dirs = watch_dirs;
         let mut outcomes = Vec::new();
 
         let gone: Vec<u64> = self
@@ -287,13 +292,17 @@ impl AgentRegistry {
 
     /// Adds the pod containers to `desired` (agents and pending); returns the containers of
     /// pods known not to be agents.
-    fn discover_pods(&mut self, desired: &mut HashMap<u64, Desired>) -> HashSet<u64> {
+    fn discover_pods(
+        &mut self,
+        desired: &mut HashMap<u64, Desired>,
+        watch_dirs: &mut Vec<PathBuf>,
+    ) -> HashSet<u64> {
         let mut not_agents = HashSet::new();
         let (Some(pods), Some(k8s)) = (&self.pods, &self.config.kubernetes) else {
             return not_agents;
         };
         let scan = kubepods::discover(&self.mount, &k8s.cgroup_roots, pods.as_ref());
-        self.pod_parents = scan.parents;
+        watch_dirs.extend(scan.parents);
         for e in scan.errors {
             // Logged once per path (bounded: a runaway tree cannot grow this without limit).
             if self.logged.len() < 4096 && self.logged.insert(e.path.clone()) {
@@ -307,9 +316,9 @@ impl AgentRegistry {
                         .entry(pc.cgroup_id)
                         .or_insert(Desired::Agent(DiscoveredAgent {
                             cgroup_id: pc.cgroup_id,
-                            id,
-                            class,
-                            path: pc.path,
+                            id: id.into(),
+                            class: class.into(),
+                            path: pc.path.into(),
                         }));
                 }
                 PodResolution::Unknown => {
@@ -336,25 +345,45 @@ impl AgentRegistry {
 
     /// Every agent cgroup that exists now, by cgroup id.
     pub fn discover(&self) -> HashMap<u64, DiscoveredAgent> {
+        self.discover_with_dirs().0
+    }
+
+    /// The agent cgroups that exist now, and the directories to watch for changes to them.
+    fn discover_with_dirs(&self) -> (HashMap<u64, DiscoveredAgent>, Vec<PathBuf>) {
         let mut found = HashMap::new();
+        let mut dirs = Vec::new();
         for a in &self.config.agents {
             let dir = Config::cgroup_path(&self.mount, &a.cgroup);
+            if let Some(parent) = dir.parent()
+                && !dirs.iter().any(|d| d == parent)
+            {
+                dirs.push(parent.to_owned());
+            }
             if let Ok(cgroup_id) = cgroup::id_of(&dir) {
                 found.insert(
                     cgroup_id,
                     DiscoveredAgent {
                         cgroup_id,
-                        id: a.id.clone(),
-                        class: a.class.clone(),
-                        path: self.relative(&dir),
+                        id: a.id.as_str().into(),
+                        class: a.class.as_str().into(),
+                        path: self.relative(&dir).into(),
                     },
                 );
             }
         }
         for parent in &self.config.watch {
             let parent = Config::cgroup_path(&self.mount, parent);
-            for (class, class_dir) in subdirs(&parent) {
-                for (id, dir) in subdirs(&class_dir) {
+            let classes = subdirs(&parent);
+            // A parent not made yet: its nearest existing ancestor tells when it is.
+            if let Some(existing) = parent.ancestors().find(|d| d.is_dir())
+                && !dirs.iter().any(|d| d == existing)
+            {
+                dirs.push(existing.to_owned());
+            }
+            for (class, class_dir, _) in classes {
+                dirs.push(class_dir.clone());
+                let class_name: Arc<str> = class.as_str().into();
+                for (id, dir, cgroup_id) in subdirs(&class_dir) {
                     if id.len() >= AGENT_ID_LEN || class.len() >= AGENT_CLASS_LEN {
                         log::warn!(
                             "{}: agent id or class name too long, ignored",
@@ -362,19 +391,17 @@ impl AgentRegistry {
                         );
                         continue;
                     }
-                    if let Ok(cgroup_id) = cgroup::id_of(&dir) {
-                        let path = self.relative(&dir);
-                        found.entry(cgroup_id).or_insert(DiscoveredAgent {
-                            cgroup_id,
-                            id,
-                            class: class.clone(),
-                            path,
-                        });
-                    }
+                    let path = self.relative(&dir).into();
+                    found.entry(cgroup_id).or_insert(DiscoveredAgent {
+                        cgroup_id,
+                        id: id.into(),
+                        class: class_name.clone(),
+                        path,
+                    });
                 }
             }
         }
-        found
+        (found, dirs)
     }
 
     fn relative(&self, dir: &Path) -> PathBuf {
@@ -392,20 +419,24 @@ fn desired_path(d: &Desired) -> &Path {
 fn pending_agent(cgroup_id: u64, path: PathBuf) -> DiscoveredAgent {
     DiscoveredAgent {
         cgroup_id,
-        id: String::new(),
-        class: String::new(),
-        path,
+        id: "".into(),
+        class: "".into(),
+        path: path.into(),
     }
 }
 
-fn subdirs(dir: &Path) -> Vec<(String, PathBuf)> {
+/// The subdirectories of `dir` with their inode numbers, from the directory listing alone: on
+/// cgroupfs the inode a listing reports is the cgroup id, so thousands of agent cgroups need no
+/// `stat` each (PERF-ANCHORS row 8, start-up).
+fn subdirs(dir: &Path) -> Vec<(String, PathBuf, u64)> {
+    use std::os::unix::fs::DirEntryExt as _;
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
     entries
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path(), e.ino())))
         .collect()
 }
 
@@ -510,7 +541,7 @@ mod tests {
         assert!(reg.discover().is_empty());
         fs::create_dir_all(root.path().join("pay/p1")).unwrap();
         let found: Vec<_> = reg.discover().into_values().collect();
-        assert_eq!(found[0].class, "payments");
+        assert_eq!(&*found[0].class, "payments");
         let mut out = Batch::default();
         reg.rescan(&mut Table::default(), &mut out, 1).unwrap();
         assert_eq!(out.len(), 1);

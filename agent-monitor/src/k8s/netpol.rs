@@ -214,7 +214,7 @@ pub struct NetworkPolicyActuator {
     pods: PodCache,
     id_label: String,
     /// What apply created (or found), per agent, so that undo deletes exactly it.
-    applied: HashMap<String, PolicyRef>,
+    applied: HashMap<std::sync::Arc<str>, PolicyRef>,
 }
 
 impl NetworkPolicyActuator {

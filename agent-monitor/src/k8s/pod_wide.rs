@@ -63,7 +63,11 @@ impl<A: Actuator> PodWide<A> {
                 0,
                 (
                     target.cgroup_id,
-                    target.cgroup_path.clone().unwrap_or_default(),
+                    target
+                        .cgroup_path
+                        .as_deref()
+                        .map(std::path::Path::to_path_buf)
+                        .unwrap_or_default(),
                 ),
             );
         }
@@ -75,7 +79,7 @@ impl<A: Actuator> PodWide<A> {
             .map(|(id, path)| {
                 let one = Target {
                     cgroup_id: id,
-                    cgroup_path: Some(path),
+                    cgroup_path: Some(path.into()),
                     ..target.clone()
                 };
                 act(&mut self.0, &one)
@@ -164,7 +168,7 @@ mod tests {
             agent_id: "agents/p".into(),
             class: "fraud".into(),
             cgroup_id: ids[1],
-            cgroup_path: Some(c2.clone()),
+            cgroup_path: Some(c2.clone().into()),
         };
         let out = a.apply(&target);
         assert!(
@@ -179,7 +183,7 @@ mod tests {
 
         let plain = Target {
             cgroup_id: 77,
-            cgroup_path: Some(root.path().join("agents/fraud/f1")),
+            cgroup_path: Some(root.path().join("agents/fraud/f1").into()),
             ..target
         };
         a.0.0.clear();

@@ -59,11 +59,11 @@ mod tests {
             class: "fraud".into(),
             cgroup_id: 1,
             cgroup_path: Some(
-                format!(
+                std::path::PathBuf::from(format!(
                     "/sys/fs/cgroup/kubepods.slice/kubepods-pod{}.slice/cri-containerd-{}.scope",
                     uid.replace('-', "_"),
                     "ab".repeat(32)
-                )
+                ))
                 .into(),
             ),
         };
@@ -77,7 +77,7 @@ mod tests {
             })
         );
         assert_eq!(node.as_deref(), Some("node-1"));
-        t.cgroup_path = Some("/sys/fs/cgroup/agents/fraud/f1".into());
+        t.cgroup_path = Some(std::path::Path::new("/sys/fs/cgroup/agents/fraud/f1").into());
         assert_eq!(ctx.of(&t), (None, Some("node-1".into())));
     }
 }

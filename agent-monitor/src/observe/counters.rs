@@ -148,8 +148,12 @@ impl Observer {
         match &event.body {
             Body::Lost { count, .. } => c.lost += count,
             Body::AgentAdded(a) => {
-                self.agents
-                    .insert(Arc::from(a.id.as_str()), Arc::from(a.class.as_str()));
+                // The identity stage's names, shared rather than copied per agent.
+                let (id, class) = match &event.agent {
+                    Some(r) => (r.id.clone(), r.class.clone()),
+                    None => (Arc::from(a.id.as_str()), Arc::from(a.class.as_str())),
+                };
+                self.agents.insert(id, class);
             }
             Body::AgentRemoved(a) => {
                 self.agents.remove(a.id.as_str());

@@ -101,7 +101,7 @@ impl OtlpSink {
         rec.set_observed_timestamp(SystemTime::now());
         rec.set_body(AnyValue::from(self.text(&target.agent_id, &body)));
         rec.add_attribute(attr::AGENT, self.agent(&target.agent_id));
-        rec.add_attribute(attr::CLASS, target.class.clone());
+        rec.add_attribute(attr::CLASS, target.class.to_string());
         rec.add_attribute(attr::CGROUP, target.cgroup_id as i64);
         rec
     }

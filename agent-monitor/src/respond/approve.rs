@@ -61,7 +61,7 @@ pub fn approve(
         });
     };
     let mut outcome = Outcome {
-        class: record.target.class.clone(),
+        class: record.target.class.to_string(),
         tier: record.tier,
         approvers: Vec::new(),
         needed: 0,

@@ -157,10 +157,10 @@ impl Responder {
                 let path = self
                     .cgroup_root
                     .as_ref()
-                    .map(|root| root.join(a.cgroup_path.trim_start_matches('/')));
+                    .map(|root| Arc::from(root.join(a.cgroup_path.trim_start_matches('/'))));
                 let target = Target {
-                    agent_id: a.id.clone(),
-                    class: a.class.clone(),
+                    agent_id: agent.id.clone(),
+                    class: agent.class.clone(),
                     cgroup_id: event.cgroup_id,
                     cgroup_path: path,
                 };
@@ -330,8 +330,8 @@ impl Responder {
 
     fn target(&self, agent: &str, class: &str, findings: &[Finding]) -> Target {
         self.targets.get(agent).cloned().unwrap_or_else(|| Target {
-            agent_id: agent.to_owned(),
-            class: class.to_owned(),
+            agent_id: agent.into(),
+            class: class.into(),
             cgroup_id: findings.first().map_or(0, |f| f.cgroup_id),
             cgroup_path: None,
         })

@@ -1,15 +1,17 @@
 //! Flight recorder: the last events of every agent, kept in a bounded ring per agent so that a
 //! forensic snapshot can say what the agent did just before it was taken.
 //!
-//! Memory is bounded three ways: at most `per_agent` events per agent, at most `per_agent_bytes`
-//! (estimated) per agent, and at most `max_agents` rings; when a new agent would exceed
-//! `max_agents`, the ring that was written to longest ago is dropped. Events without an agent (an
-//! unidentified cgroup) are kept under the key `cgroup:<id>`. An `agent_removed` event forgets
-//! the agent's ring.
+//! Memory is bounded four ways: at most `per_agent` events and `per_agent_bytes` (estimated) per
+//! agent, at most `max_agents` rings (when a new agent would exceed it, the ring written to
+//! longest ago is dropped), and at most `max_bytes` over all rings (when over, the oldest events
+//! of the whole recorder go first, whichever agent they belong to). A few busy agents each keep
+//! their full ring; thousands of agents active at once share `max_bytes` and each keeps its most
+//! recent events (PERF-ANCHORS row 7). Events without an agent (an unidentified cgroup) are kept
+//! under the key `cgroup:<id>`. An `agent_removed` event forgets the agent's ring.
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +28,8 @@ pub struct FlightConfig {
     pub per_agent_bytes: usize,
     /// Agents (rings) kept; the least recently written ring goes first when over.
     pub max_agents: usize,
+    /// Estimated bytes kept over all agents; the recorder's oldest events go first when over.
+    pub max_bytes: usize,
 }
 
 impl Default for FlightConfig {
@@ -34,22 +38,89 @@ impl Default for FlightConfig {
             per_agent: 256,
             per_agent_bytes: 16 << 10,
             max_agents: 1024,
+            max_bytes: 2 << 20,
         }
     }
 }
 
+struct Recorded {
+    event: Event,
+    size: usize,
+    /// The recorder's write counter at this push: matches the entry of [`State::order`].
+    seq: u64,
+}
+
 #[derive(Default)]
 struct Ring {
-    events: VecDeque<(Event, usize)>,
+    events: VecDeque<Recorded>,
     bytes: usize,
-    /// Value of the recorder's write counter at this ring's last push.
-    last_write: u64,
+}
+
+impl Ring {
+    fn pop_oldest(&mut self) -> usize {
+        let size = self.events.pop_front().map_or(0, |r| r.size);
+        self.bytes -= size;
+        size
+    }
 }
 
 #[derive(Default)]
 struct State {
-    rings: HashMap<String, Ring>,
+    rings: HashMap<Arc<str>, Ring>,
+    /// Every push in order, as (ring, seq): the front is the recorder's oldest event, unless
+    /// it was already dropped by its ring's own bounds or with its ring (a stale entry).
+    order: VecDeque<(Arc<str>, u64)>,
+    bytes: usize,
     writes: u64,
+}
+
+impl State {
+    /// Whether `(key, seq)` of [`State::order`] is still the oldest event of its ring. Entries of
+    /// one ring are in the ring's order, so an entry older than its ring's front is stale.
+    fn is_front(&self, key: &str, seq: u64) -> bool {
+        self.rings
+            .get(key)
+            .and_then(|r| r.events.front())
+            .is_some_and(|r| r.seq == seq)
+    }
+
+    fn drop_ring(&mut self, key: &str) -> bool {
+        match self.rings.remove(key) {
+            Some(ring) => {
+                self.bytes -= ring.bytes;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops the recorder's oldest events until it is within `max_bytes` (the newest event,
+    /// the last of `order`, is always kept), and sheds stale entries of `order`.
+    fn shed(&mut self, max_bytes: usize) {
+        while self.bytes > max_bytes && self.order.len() > 1 {
+            let Some((key, seq)) = self.order.pop_front() else {
+                break;
+            };
+            if self.is_front(&key, seq) {
+                let ring = self.rings.get_mut(&key).expect("is_front found it");
+                self.bytes -= ring.pop_oldest();
+                if ring.events.is_empty() {
+                    self.rings.remove(&key);
+                }
+            }
+        }
+        // Entries left behind by per-ring drops: bounded to as many again as live events.
+        let live: usize = self.rings.values().map(|r| r.events.len()).sum();
+        if self.order.len() > 2 * live + 64 {
+            let rings = &self.rings;
+            self.order.retain(|(key, seq)| {
+                rings
+                    .get(key)
+                    .and_then(|r| r.events.front())
+                    .is_some_and(|front| *seq >= front.seq)
+            });
+        }
+    }
 }
 
 /// Per-agent rings of recent events. Shared by reference: every method takes `&self`.
@@ -78,42 +149,56 @@ impl FlightRecorder {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records one event. An `agent_removed` event forgets its agent instead.
+    /// Records one event. An `agent_removed` event forgets its agent instead; an `agent_added`
+    /// one is not kept (it says nothing the agent did), so an agent that has done nothing yet
+    /// has no ring: thousands of idle agents cost nothing here (PERF-ANCHORS row 7).
     pub fn push(&self, event: &Event) {
-        let key = key_of(event);
-        if let Body::AgentRemoved(body) = &event.body {
-            self.forget(&body.id);
+        match &event.body {
+            Body::AgentRemoved(body) => {
+                self.forget(&body.id);
+                return;
+            }
+            Body::AgentAdded(_) => return,
+            _ => {}
+        }
+        let c = self.config;
+        if c.per_agent == 0 || c.max_agents == 0 || c.max_bytes == 0 {
             return;
         }
-        if self.config.per_agent == 0 || self.config.max_agents == 0 {
-            return;
-        }
+        let key: Arc<str> = match &event.agent {
+            Some(agent) => agent.id.clone(),
+            None => format!("cgroup:{}", event.cgroup_id).into(),
+        };
         let size = approx_size(event);
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         state.writes += 1;
-        let now = state.writes;
-        if !state.rings.contains_key(&key) && state.rings.len() >= self.config.max_agents {
+        let seq = state.writes;
+        if !state.rings.contains_key(&key) && state.rings.len() >= c.max_agents {
             let oldest = state
                 .rings
                 .iter()
-                .min_by_key(|(_, ring)| ring.last_write)
+                .min_by_key(|(_, ring)| ring.events.back().map_or(0, |r| r.seq))
                 .map(|(k, _)| k.clone());
             if let Some(oldest) = oldest {
-                state.rings.remove(&oldest);
+                state.drop_ring(&oldest);
             }
         }
-        let ring = state.rings.entry(key).or_default();
-        ring.last_write = now;
-        ring.events.push_back((event.clone(), size));
+        let ring = state.rings.entry(key.clone()).or_default();
+        ring.events.push_back(Recorded {
+            event: event.clone(),
+            size,
+            seq,
+        });
         ring.bytes += size;
-        while ring.events.len() > self.config.per_agent
-            || (ring.bytes > self.config.per_agent_bytes && ring.events.len() > 1)
+        state.bytes += size;
+        while ring.events.len() > c.per_agent
+            || (ring.bytes > c.per_agent_bytes && ring.events.len() > 1)
         {
-            match ring.events.pop_front() {
-                Some((_, s)) => ring.bytes -= s,
-                None => break,
-            }
+            state.bytes -= ring.pop_oldest();
         }
+        state.order.push_back((key, seq));
+        state.shed(c.max_bytes);
     }
 
     /// The last `n` events of an agent (or of `cgroup:<id>`), oldest first.
@@ -126,51 +211,46 @@ impl FlightRecorder {
         ring.events
             .iter()
             .skip(skip)
-            .map(|(e, _)| e.clone())
+            .map(|r| r.event.clone())
             .collect()
     }
 
     /// Drops an agent's ring. Returns whether there was one.
     pub fn forget(&self, agent_id: &str) -> bool {
-        self.lock().rings.remove(agent_id).is_some()
+        self.lock().drop_ring(agent_id)
     }
 
     /// Agents with a ring.
     pub fn agents(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.lock().rings.keys().cloned().collect();
+        let mut v: Vec<String> = self.lock().rings.keys().map(|k| k.to_string()).collect();
         v.sort();
         v
     }
 
     /// Estimated bytes held over all rings.
     pub fn bytes(&self) -> usize {
-        self.lock().rings.values().map(|r| r.bytes).sum()
+        self.lock().bytes
     }
 }
 
-fn key_of(event: &Event) -> String {
-    match &event.agent {
-        Some(agent) => agent.id.to_string(),
-        None => format!("cgroup:{}", event.cgroup_id),
-    }
-}
-
-/// Heap plus inline size of an event, near enough to bound memory.
+/// Heap plus inline size of an event as kept (its slot, its entry in the order, one allocator
+/// header per heap block), near enough to bound memory.
 fn approx_size(event: &Event) -> usize {
+    const BLOCK: usize = 16;
     let heap = match &event.body {
-        Body::Syscalls { ids } => ids.len() * 2,
-        Body::SyscallCount { name, .. } => name.as_ref().map_or(0, String::len),
+        Body::Syscalls { ids } => BLOCK + ids.len() * 2,
+        Body::SyscallCount { name, .. } => name.as_ref().map_or(0, |n| BLOCK + n.len()),
         Body::Exec { filename, argv, .. } => {
-            filename.len() + argv.iter().map(|a| a.len() + 24).sum::<usize>()
+            2 * BLOCK + filename.len() + argv.iter().map(|a| BLOCK + a.len() + 24).sum::<usize>()
         }
         Body::Open { path, .. } | Body::Unlink { path, .. } | Body::Chmod { path, .. } => {
-            path.len()
+            BLOCK + path.len()
         }
-        Body::Chown { path, .. } => path.len(),
+        Body::Chown { path, .. } => BLOCK + path.len(),
         Body::Rename {
             old_path, new_path, ..
-        } => old_path.len() + new_path.len(),
-        Body::DnsQuery { name, .. } => name.len(),
+        } => 2 * BLOCK + old_path.len() + new_path.len(),
+        Body::DnsQuery { name, .. } => BLOCK + name.len(),
         Body::AgentAdded(b) | Body::AgentRemoved(b) => {
             b.id.len() + b.class.len() + b.cgroup_path.len()
         }
@@ -183,7 +263,7 @@ fn approx_size(event: &Event) -> usize {
         | Body::FlowBytes { .. }
         | Body::Lost { .. } => 0,
     };
-    std::mem::size_of::<Event>() + heap
+    size_of::<Recorded>() + size_of::<(Arc<str>, u64)>() + heap
 }
 
 #[cfg(test)]
@@ -215,6 +295,7 @@ mod tests {
             per_agent,
             per_agent_bytes,
             max_agents,
+            max_bytes: usize::MAX,
         })
     }
 
@@ -293,8 +374,56 @@ mod tests {
     }
 
     #[test]
+    fn total_bound_drops_the_recorders_oldest_events_whatever_their_agent() {
+        let one = approx_size(&exit("a", 0));
+        let fr = FlightRecorder::new(FlightConfig {
+            per_agent: 100,
+            per_agent_bytes: usize::MAX,
+            max_agents: 10,
+            max_bytes: one * 5,
+        });
+        for ts in 0..4 {
+            fr.push(&exit("a", ts));
+        }
+        for ts in 10..13 {
+            fr.push(&exit("b", ts));
+        }
+        // 7 pushed, room for 5: a's two oldest went.
+        let ts = |agent| -> Vec<u64> { fr.last(agent, 100).iter().map(|e| e.ts_ns).collect() };
+        assert_eq!(ts("a"), vec![2, 3]);
+        assert_eq!(ts("b"), vec![10, 11, 12]);
+        assert_eq!(fr.bytes(), one * 5);
+        // Stale entries (a's ring forgotten) are skipped: b's oldest goes next.
+        fr.forget("a");
+        for ts in 13..16 {
+            fr.push(&exit("b", ts));
+        }
+        assert_eq!(ts("b"), vec![11, 12, 13, 14, 15]);
+        assert_eq!(fr.agents(), vec!["b".to_string()]);
+        assert!(fr.bytes() <= one * 5);
+    }
+
+    #[test]
+    fn per_agent_drops_leave_no_unbounded_bookkeeping() {
+        let fr = FlightRecorder::new(FlightConfig {
+            per_agent: 2,
+            ..FlightConfig::default()
+        });
+        for ts in 0..10_000 {
+            fr.push(&exit("a", ts));
+        }
+        assert_eq!(fr.last("a", 10).len(), 2);
+        assert!(fr.lock().order.len() <= 2 * 2 + 64 + 1);
+    }
+
+    #[test]
     fn zero_bounds_keep_nothing() {
-        let fr = recorder(0, 0, 0);
+        let fr = FlightRecorder::new(FlightConfig {
+            per_agent: 0,
+            per_agent_bytes: 0,
+            max_agents: 0,
+            max_bytes: 0,
+        });
         fr.push(&exit("a", 1));
         assert!(fr.agents().is_empty());
     }

@@ -195,8 +195,8 @@ impl ResponseSink for WebhookSink {
             actions: r.actions.iter().map(action_record).collect(),
         };
         let agent = AgentRef {
-            id: r.target.agent_id.clone(),
-            class: r.target.class.clone(),
+            id: r.target.agent_id.to_string(),
+            class: r.target.class.to_string(),
         };
         let t = self.webhook.release(agent, r.tier, record)?;
         log::info!(

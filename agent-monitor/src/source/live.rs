@@ -33,9 +33,21 @@ use crate::{
     identity::{AgentRegistry, PendingOutcome, SlotTable},
 };
 
+/// The rescan interval when the kernel offers no inotify: changes are only found by rescans.
+pub const RESCAN_WITHOUT_INOTIFY: Duration = Duration::from_millis(100);
+
+/// Bytes of records taken from the ring buffer into one batch: the rest waits for the next
+/// batch, so the batch buffers (which keep their capacity) stay small, instead of growing to the
+/// whole ring buffer after one burst (PERF-ANCHORS row 7).
+const DRAIN_BYTES: usize = 256 << 10;
+
 pub struct LiveOptions {
+    /// Size of the ring buffer the programs were loaded with, in bytes (for its fill metric).
+    pub ring_buffer_bytes: u32,
     pub poll_interval: Duration,
     pub snapshot_interval: Duration,
+    /// Rescans of every agent directory as a safety net; changes are noticed at once through
+    /// inotify. Without inotify, [`RESCAN_WITHOUT_INOTIFY`] at most.
     pub rescan_interval: Duration,
     /// Holding the records of pending cgroups (pod identity); `None`: nothing is pending.
     pub hold: Option<HoldOptions>,
@@ -57,6 +69,10 @@ struct Snapshots {
     prev_flows: StdHashMap<u64, FlowCounters>,
     /// cgroup id -> slot of current agents, for attributing flows.
     slot_of: StdHashMap<u64, u32>,
+    /// Slots that held an agent before (indexed by slot): their counters must be zeroed for
+    /// the next one. The maps are new at each start, so the first agent of a slot needs no
+    /// write (two map updates of 2 KiB per CPU saved per agent at start-up).
+    used_slots: Vec<bool>,
 }
 
 pub struct LiveSource {
@@ -70,13 +86,16 @@ pub struct LiveSource {
     rescan: Interval,
     hold: Option<Hold>,
     identity_changed: Option<Arc<Notify>>,
-    /// New pod cgroups, noticed as they are made (with pod identity only).
+    /// New and removed agent (and pod) cgroups, noticed as they are made.
     cgroup_watch: Option<CgroupWatch>,
     /// Hold counts already published as metrics.
     published: HoldStats,
     /// Observability: drains and map reads reported to the probes, ring buffer fill sampled.
     health: Option<crate::observe::Health>,
     fill: Option<crate::observe::ringfill::RingFill>,
+    ring_buffer_bytes: u32,
+    /// The last drain stopped at [`DRAIN_BYTES`]: records are waiting.
+    backlog: bool,
 }
 
 impl LiveSource {
@@ -93,6 +112,20 @@ impl LiveSource {
             let mut i = interval(d);
             i.set_missed_tick_behavior(MissedTickBehavior::Delay);
             i
+        };
+        let cgroup_watch = match CgroupWatch::new() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log::warn!(
+                    "no inotify ({e}): new and removed agent cgroups are found by rescans every \
+                     {RESCAN_WITHOUT_INOTIFY:?}"
+                );
+                None
+            }
+        };
+        let rescan = match cgroup_watch {
+            Some(_) => opts.rescan_interval,
+            None => opts.rescan_interval.min(RESCAN_WITHOUT_INOTIFY),
         };
         let mut source = Self {
             _kernel: kernel,
@@ -111,25 +144,20 @@ impl LiveSource {
                 prev_lost: StdHashMap::new(),
                 prev_flows: StdHashMap::new(),
                 slot_of: StdHashMap::new(),
+                used_slots: Vec::new(),
             },
             poll: tick(opts.poll_interval),
             snapshot: tick(opts.snapshot_interval),
-            rescan: tick(opts.rescan_interval),
+            rescan: tick(rescan),
             hold: opts.hold.map(Hold::new),
             identity_changed: opts.identity_changed.clone(),
-            cgroup_watch: None,
+            cgroup_watch,
             published: HoldStats::default(),
             health: None,
             fill: None,
+            ring_buffer_bytes: opts.ring_buffer_bytes,
+            backlog: false,
         };
-        if opts.hold.is_some() {
-            match CgroupWatch::new() {
-                Ok(w) => source.cgroup_watch = Some(w),
-                Err(e) => log::warn!(
-                    "no inotify ({e}): new pod cgroups are found by the periodic rescan only"
-                ),
-            }
-        }
         source.rescan_now(initial)?;
         Ok(source)
     }
@@ -137,7 +165,7 @@ impl LiveSource {
     /// Reports drains and kernel map reads to `health`, and the ring buffer fill to the
     /// metrics, from now on.
     pub fn set_health(&mut self, health: crate::observe::Health) {
-        let size = agent_monitor_common::RING_BUF_BYTES;
+        let size = self.ring_buffer_bytes;
         match crate::observe::ringfill::RingFill::new(self.ring.get_ref(), size) {
             Ok(fill) => self.fill = Some(fill),
             Err(e) => log::warn!("ring buffer fill not measured: mapping its positions: {e}"),
@@ -174,8 +202,9 @@ impl LiveSource {
     pub fn rescan_now(&mut self, batch: &mut Batch) -> anyhow::Result<()> {
         let mut out = Batch::default();
         let mut outcomes = Vec::new();
-        // A directory first watched now may already hold containers made before its watch:
-        // look again (a pod slice and its first container are made within microseconds).
+        // A directory first watched now may already hold cgroups made before its watch: look
+        // again (a pod slice and its first container are made within microseconds, and so are
+        // a class directory and its first agent).
         for _ in 0..3 {
             outcomes.extend(self.registry.rescan(
                 &mut self.snapshots,
@@ -185,7 +214,7 @@ impl LiveSource {
             let watching_more = self
                 .cgroup_watch
                 .as_mut()
-                .is_some_and(|w| w.sync(self.registry.pod_parents()));
+                .is_some_and(|w| w.sync(self.registry.watch_dirs()));
             if !watching_more {
                 break;
             }
@@ -228,6 +257,9 @@ impl LiveSource {
             hold.release_all(batch);
         }
         self.drain(batch);
+        while self.backlog {
+            self.drain(batch);
+        }
         self.snapshots.take(batch, clock::boot_ns())?;
         self.publish_hold_metrics();
         Ok(())
@@ -271,9 +303,15 @@ impl LiveSource {
             h.drained();
         }
         let ring = self.ring.get_mut();
-        while let Some(item) = ring.next() {
+        let limit = batch.bytes() + DRAIN_BYTES;
+        while batch.bytes() < limit {
+            let Some(item) = ring.next() else {
+                self.backlog = false;
+                return;
+            };
             batch.push(&item);
         }
+        self.backlog = true;
     }
 }
 
@@ -297,6 +335,9 @@ impl EventSource for LiveSource {
         let changed = self.identity_changed.clone();
         loop {
             tokio::select! {
+                // Records left by a drain that stopped at its limit; the other branches still
+                // get their turn (select picks among ready branches at random).
+                () = std::future::ready(()), if self.backlog => self.drain(batch),
                 guard = self.ring.readable_mut() => {
                     let mut guard = guard?;
                     guard.clear_ready();
@@ -328,14 +369,24 @@ impl EventSource for LiveSource {
 impl SlotTable for Snapshots {
     fn insert(&mut self, cgroup_id: u64, slot: AgentSlot) -> anyhow::Result<()> {
         // A reused slot starts from zero so the new agent is not charged the old one's counts.
-        let zero =
-            PerCpuValues::try_from(vec![SyscallRow([0; SYSCALL_BUCKETS as usize]); self.ncpus])?;
-        self.syscall_counts.set(slot.slot, zero, 0)?;
-        self.lost.set(
-            slot.slot,
-            PerCpuValues::try_from(vec![0u64; self.ncpus])?,
-            0,
-        )?;
+        let i = slot.slot as usize;
+        if self.used_slots.get(i).copied().unwrap_or(false) {
+            let zero = PerCpuValues::try_from(vec![
+                SyscallRow([0; SYSCALL_BUCKETS as usize]);
+                self.ncpus
+            ])?;
+            self.syscall_counts.set(slot.slot, zero, 0)?;
+            self.lost.set(
+                slot.slot,
+                PerCpuValues::try_from(vec![0u64; self.ncpus])?,
+                0,
+            )?;
+        } else {
+            if self.used_slots.len() <= i {
+                self.used_slots.resize(i + 1, false);
+            }
+            self.used_slots[i] = true;
+        }
         self.prev_counts.remove(&slot.slot);
         self.prev_lost.remove(&slot.slot);
         self.monitored.insert(cgroup_id, slot, 0)?;
@@ -374,7 +425,8 @@ impl Snapshots {
         now: u64,
     ) -> anyhow::Result<()> {
         let rows = self.syscall_counts.get(&slot, 0)?;
-        let prev = self.prev_counts.entry(slot).or_default();
+        // No entry until the agent's first syscall: an idle agent costs nothing here.
+        let mut prev = self.prev_counts.remove(&slot).unwrap_or_default();
         for nr in 0..SYSCALL_BUCKETS as usize {
             // Per-CPU u32 counters summed mod 2^32: the delta is exact while an agent makes
             // fewer than 4 billion syscalls between two snapshots.
@@ -402,6 +454,9 @@ impl Snapshots {
             };
             out.push(bytes_of(&record));
         }
+        if !prev.is_empty() {
+            self.prev_counts.insert(slot, prev);
+        }
         Ok(())
     }
 
@@ -413,6 +468,10 @@ impl Snapshots {
         now: u64,
     ) -> anyhow::Result<()> {
         let values = self.lost.get(&slot, 0)?;
+        if !self.prev_lost.contains_key(&slot) && values.iter().all(|&v| v == 0) {
+            // Nothing ever lost for this agent (the usual case): no entry kept.
+            return Ok(());
+        }
         let prev = self
             .prev_lost
             .entry(slot)

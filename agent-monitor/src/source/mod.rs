@@ -32,6 +32,11 @@ impl Batch {
         self.ends.len()
     }
 
+    /// Bytes of all records together.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }

@@ -68,6 +68,7 @@ pub fn startup(
         .stdout(Stdio::null());
     let mut busy = cgroup::spawn_in(monitored, &mut cmd)?;
     let mut times = Vec::new();
+    let mut phases = Vec::new();
     for _ in 0..reps {
         let start = Instant::now();
         let mut daemon = Command::new("taskset")
@@ -76,10 +77,26 @@ pub fn startup(
             .args(["run", "--watch"])
             .arg(agents)
             .args(args)
-            .env("RUST_LOG", "error")
+            .env(
+                "RUST_LOG",
+                format!("error,{}=info", agent_monitor::startup::LOG_TARGET),
+            )
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()?;
         let out = daemon.stdout.take().context("daemon stdout")?;
+        let err = daemon.stderr.take().context("daemon stderr")?;
+        // The daemon's own phase timings (the last line has the most phases).
+        let log = std::thread::spawn(move || {
+            BufReader::new(err)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| {
+                    let (_, json) = l.split_once(agent_monitor::startup::LOG_PREFIX)?;
+                    serde_json::from_str::<Value>(json).ok()
+                })
+                .last()
+        });
         let mut first = None;
         for line in BufReader::new(out).lines() {
             if line?.contains(r#""kind":"open""#) {
@@ -87,11 +104,14 @@ pub fn startup(
                 break;
             }
         }
+        // The phases line after the first batch is written just after that batch's output.
+        std::thread::sleep(Duration::from_millis(50));
         let _ = daemon.kill();
         let _ = daemon.wait();
         if let Some(t) = first {
             times.push(t.as_secs_f64() * 1e3);
         }
+        phases.push(log.join().ok().flatten().unwrap_or(Value::Null));
     }
     let _ = busy.kill();
     let _ = busy.wait();
@@ -99,6 +119,7 @@ pub fn startup(
         "what": "daemon launch to the first open event of a busy monitored agent on its JSON output",
         "runs_ms": times,
         "median_ms": median(times.clone()),
+        "daemon_phases_ms": phases,
     }))
 }
 

@@ -61,7 +61,12 @@ pub struct Windower<C> {
     /// How long after a window's end its records may still arrive (counter snapshots are read
     /// periodically); an idle agent's window is closed by [`Windower::tick`] after this.
     grace_ns: u64,
-    open: HashMap<u64, Window>,
+    /// Boxed: an open window is large, and a map of them inline would keep room for as many as
+    /// were ever open at once (every agent) long after they closed.
+    open: HashMap<u64, Box<Window>>,
+    /// The earliest end of an open window (`u64::MAX`: none), so that a tick with nothing due
+    /// does not look at every open window.
+    earliest_end_ns: u64,
     /// Per agent cgroup: boot-time ns of its first activity (its first event other than an
     /// announcement), `None` while it has only been announced.
     active_since: HashMap<u64, Option<u64>>,
@@ -78,6 +83,7 @@ impl<C: Classifier> Windower<C> {
             length_ns: (length.as_nanos() as u64).max(1),
             grace_ns: grace.as_nanos() as u64,
             open: HashMap::default(),
+            earliest_end_ns: u64::MAX,
             active_since: HashMap::default(),
             classifier,
             wall_offset_ns: None,
@@ -133,36 +139,51 @@ impl<C: Classifier> Windower<C> {
             Entry::Occupied(open) => {
                 let window = open.into_mut();
                 if start > window.start_ns {
-                    out.push(std::mem::replace(window, new_window(startup)));
+                    out.push(*std::mem::replace(window, Box::new(new_window(startup))));
                 }
                 window
             }
-            Entry::Vacant(slot) => slot.insert(new_window(startup)),
+            // An announcement opens no window: an idle agent costs none.
+            Entry::Vacant(_) if announcement => {
+                if matches!(event.body, Body::AgentRemoved(_)) {
+                    self.active_since.remove(&event.cgroup_id);
+                }
+                return;
+            }
+            Entry::Vacant(slot) => slot.insert(Box::new(new_window(startup))),
         };
+        self.earliest_end_ns = self.earliest_end_ns.min(window.end_ns);
         // A record stamped before the open window (a late snapshot) counts in the open one.
         window.stats.add(event, &mut self.classifier);
         if matches!(event.body, Body::AgentRemoved(_)) {
             self.active_since.remove(&event.cgroup_id);
             if let Some(mut w) = self.open.remove(&event.cgroup_id) {
                 w.partial = true;
-                out.push(w);
+                out.push(*w);
             }
         }
     }
 
     /// Closes the windows that ended more than the grace period before `now_ns`.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Window>) {
-        let due: Vec<u64> = self
-            .open
-            .iter()
-            .filter(|(_, w)| w.end_ns.saturating_add(self.grace_ns) <= now_ns)
-            .map(|(cg, _)| *cg)
-            .collect();
-        for cg in due {
-            if let Some(w) = self.open.remove(&cg) {
-                out.push(w);
+        if self.earliest_end_ns.saturating_add(self.grace_ns) > now_ns {
+            return;
+        }
+        let mut due = Vec::new();
+        let mut earliest = u64::MAX;
+        for (cg, w) in &self.open {
+            if w.end_ns.saturating_add(self.grace_ns) <= now_ns {
+                due.push(*cg);
+            } else {
+                earliest = earliest.min(w.end_ns);
             }
         }
+        for cg in due {
+            if let Some(w) = self.open.remove(&cg) {
+                out.push(*w);
+            }
+        }
+        self.earliest_end_ns = earliest;
         out.sort_by_key(|w| (w.end_ns, w.cgroup_id));
     }
 
@@ -170,8 +191,9 @@ impl<C: Classifier> Windower<C> {
     pub fn flush(&mut self, out: &mut Vec<Window>) {
         out.extend(self.open.drain().map(|(_, mut w)| {
             w.partial = true;
-            w
+            *w
         }));
+        self.earliest_end_ns = u64::MAX;
         out.sort_by_key(|w| (w.end_ns, w.cgroup_id));
     }
 }

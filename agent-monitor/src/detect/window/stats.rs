@@ -46,10 +46,13 @@ pub struct WindowStats {
     /// unlink, rename, chmod, chown.
     pub file_mutations: u64,
     pub sensitive_hits: u64,
-    /// Distinct paths, each with whether it matched a sensitive pattern (so a repeated path is
-    /// classified once per window).
-    pub paths: HashMap<String, bool>,
-    pub dirs: HashSet<String>,
+    /// Distinct paths, by [`text_key`], each with whether it matched a sensitive pattern (so a
+    /// repeated path is classified once per window). Only counted, so keys rather than text: a
+    /// thousand busy agents' open windows would otherwise hold every path they opened (PERF-
+    /// ANCHORS row 7).
+    pub paths: HashMap<u64, bool>,
+    /// Distinct parent directories of those paths, by [`text_key`].
+    pub dirs: HashSet<u64>,
     pub connects: u64,
     pub connect_failures: u64,
     pub accepts: u64,
@@ -156,13 +159,16 @@ impl WindowStats {
             self.file_failures += 1;
         }
         // A path seen before in this window was classified then, and its directory counted.
-        let sensitive = match self.paths.get(path) {
+        let key = text_key(path);
+        let sensitive = match self.paths.get(&key) {
             Some(&sensitive) => sensitive,
             None => {
                 let sensitive = classify.is_sensitive_path(path);
-                insert_capped(&mut self.dirs, parent_dir(path));
+                if self.dirs.len() < MAX_DISTINCT {
+                    self.dirs.insert(text_key(parent_dir(path)));
+                }
                 if self.paths.len() < MAX_DISTINCT {
-                    self.paths.insert(path.to_owned(), sensitive);
+                    self.paths.insert(key, sensitive);
                 }
                 sensitive
             }
@@ -179,6 +185,13 @@ impl WindowStats {
     pub fn lossy(&self) -> bool {
         self.lost > 0
     }
+}
+
+/// A 64-bit key standing for a text in a distinct count (two texts sharing one is a miscount of
+/// one, about once in 2^64 pairs).
+pub fn text_key(text: &str) -> u64 {
+    use std::hash::BuildHasher as _;
+    foldhash::fast::FixedState::default().hash_one(text)
 }
 
 /// Copies `value` only when the set does not hold it yet.

@@ -42,7 +42,7 @@ impl Responder {
             let target = agent
                 .and_then(|a| self.targets.get(&a).cloned())
                 .unwrap_or_else(|| Target {
-                    agent_id: format!("cgroup-{cgroup_id}"),
+                    agent_id: format!("cgroup-{cgroup_id}").into(),
                     class: "unknown".into(),
                     cgroup_id,
                     cgroup_path: None,
