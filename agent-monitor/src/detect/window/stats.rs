@@ -189,7 +189,7 @@ impl WindowStats {
 
 /// A 64-bit key standing for a text in a distinct count (two texts sharing one is a miscount of
 /// one, about once in 2^64 pairs).
-pub fn text_key(text: &str) -> u64 {
+fn text_key(text: &str) -> u64 {
     use std::hash::BuildHasher as _;
     foldhash::fast::FixedState::default().hash_one(text)
 }
