@@ -4,7 +4,8 @@
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AgentSlot {
-    /// Index of the agent in the per-agent arrays (`SYSCALL_COUNTS`, `LOST`); below `max_agents`.
+    /// Index of the agent in the per-agent arrays (`SYSCALL_COUNTS`, `LOST`, see [`cpu_row`]);
+    /// below `max_agents`.
     pub slot: u32,
     /// `SLOT_FLAG_*` bits.
     pub flags: u32,
@@ -16,11 +17,16 @@ pub const SLOT_FLAG_SYSCALL_STREAM: u32 = 1;
 /// Syscall numbers at or above this are counted in the last bucket.
 pub const SYSCALL_BUCKETS: u32 = 512;
 
-/// Per-agent syscall counters of one CPU, indexed by syscall number; one map value per agent so
-/// that the daemon reads an agent's counters of every CPU with a single lookup.
+/// Per-agent syscall counters of one CPU, indexed by syscall number.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SyscallRow(pub [u32; SYSCALL_BUCKETS as usize]);
+
+/// Index of CPU `cpu`'s row of agent `slot` in the per-agent arrays (`SYSCALL_COUNTS`,
+/// `LOST`): an agent's rows are side by side, `nr_cpus` (the possible CPUs) of them.
+pub const fn cpu_row(slot: u32, cpu: u32, nr_cpus: u32) -> u32 {
+    slot * nr_cpus + cpu
+}
 
 /// Default number of agent slots; the daemon may raise it at load time.
 pub const DEFAULT_MAX_AGENTS: u32 = 1024;

@@ -8,7 +8,7 @@ use aya_ebpf::{
 
 use crate::{
     filter::Current,
-    maps::{EVENTS, LOST, WAKE_KINDS},
+    maps::{EVENTS, LOST, WAKE_KINDS, cpu_row},
 };
 
 /// Fills a header for the current task.
@@ -51,8 +51,8 @@ pub fn output<T>(event: &T, slot: u32, kind: u16) {
 
 #[inline(always)]
 fn count_lost(slot: u32) {
-    if let Some(lost) = LOST.get_ptr_mut(slot) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+    if let Some(lost) = LOST.get_ptr_mut(cpu_row(slot)) {
+        // SAFETY: this CPU's row, no concurrent writer (programs are not preempted here).
         unsafe { *lost += 1 };
     }
 }

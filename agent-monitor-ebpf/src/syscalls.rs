@@ -16,7 +16,7 @@ use aya_ebpf::{
 use crate::{
     emit,
     filter::{self, Current},
-    maps::{STREAM, SYSCALL_COUNTS},
+    maps::{STREAM, SYSCALL_COUNTS, cpu_row},
 };
 
 /// Preferred hook (tp_btf, the cheapest per-syscall hook).
@@ -70,8 +70,8 @@ fn on_sys_enter(nr: i64) -> i32 {
     } else {
         SYSCALL_BUCKETS - 1
     };
-    if let Some(row) = SYSCALL_COUNTS.get_ptr_mut(cur.agent.slot) {
-        // SAFETY: per-CPU row, no concurrent writer on this CPU. `get_mut` rather than indexing:
+    if let Some(row) = SYSCALL_COUNTS.get_ptr_mut(cpu_row(cur.agent.slot)) {
+        // SAFETY: this CPU's row, no concurrent writer (programs are not preempted here). `get_mut` rather than indexing:
         // a panic path would leave the verifier a program that does not end in exit.
         if let Some(counter) = unsafe { (*row).0.get_mut(bucket as usize) } {
             *counter = counter.wrapping_add(1);

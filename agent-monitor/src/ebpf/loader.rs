@@ -12,7 +12,7 @@ use std::{
 use agent_monitor_common::{AgentSlot, ContainPolicy, Denials, FlowCounters, SyscallRow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, RingBuf},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Program,
         ProgramError, RawTracePoint, TracePoint,
@@ -178,8 +178,9 @@ fn check_pinned(path: &Path, key: usize, value: usize) -> anyhow::Result<()> {
 pub struct KernelMaps {
     pub events: RingBuf<MapData>,
     pub monitored: HashMap<MapData, u64, AgentSlot>,
-    pub syscall_counts: PerCpuArray<MapData, SyscallRow>,
-    pub lost: PerCpuArray<MapData, u64>,
+    /// Per agent and CPU (see [`agent_monitor_common::cpu_row`]).
+    pub syscall_counts: Array<MapData, SyscallRow>,
+    pub lost: Array<MapData, u64>,
     pub flows: HashMap<MapData, u64, FlowCounters>,
     /// Event kinds that wake the reader at once (see [`super::WakeKinds`]).
     pub wake_kinds: Array<MapData, u32>,
@@ -232,12 +233,27 @@ impl Kernel {
                 .map_pin_path(CONTAINMENT_MAP, map_path)
                 .map_pin_path(DENIALS_MAP, denials_path);
         }
+        // The per-agent arrays hold a row per agent and CPU.
+        let nr_cpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))
+            .and_then(|n| Ok(u32::try_from(n)?))?;
+        let rows = opts
+            .max_agents
+            .checked_mul(nr_cpus)
+            .filter(|&r| u64::from(r) * size_of::<SyscallRow>() as u64 <= u64::from(u32::MAX))
+            .with_context(|| {
+                format!(
+                    "max_agents {} on {nr_cpus} CPUs: the syscall counters would exceed 4 GiB",
+                    opts.max_agents
+                )
+            })?;
         let mut ebpf = loader
             .btf(Some(&btf))
             .override_global("DAEMON_TGID", &opts.daemon_tgid, true)
+            .override_global("NR_CPUS", &nr_cpus, true)
             .map_max_entries("MONITORED", opts.max_agents)
-            .map_max_entries("SYSCALL_COUNTS", opts.max_agents)
-            .map_max_entries("LOST", opts.max_agents)
+            .map_max_entries("SYSCALL_COUNTS", rows)
+            .map_max_entries("LOST", rows)
             .map_max_entries("EVENTS", opts.ring_buffer_bytes)
             .load(OBJECT)
             .context("loading the kernel programs")?;
@@ -334,8 +350,8 @@ impl Kernel {
         let maps = KernelMaps {
             events: RingBuf::try_from(take("EVENTS")?)?,
             monitored: HashMap::try_from(take("MONITORED")?)?,
-            syscall_counts: PerCpuArray::try_from(take("SYSCALL_COUNTS")?)?,
-            lost: PerCpuArray::try_from(take("LOST")?)?,
+            syscall_counts: Array::try_from(take("SYSCALL_COUNTS")?)?,
+            lost: Array::try_from(take("LOST")?)?,
             flows: HashMap::try_from(take("FLOWS")?)?,
             wake_kinds: Array::try_from(take("WAKE_KINDS")?)?,
             containment: Some(ContainMaps {

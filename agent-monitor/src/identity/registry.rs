@@ -242,7 +242,10 @@ impl AgentRegistry {
         }
 
         let mut over = 0;
-        new.sort_by(|a, b| desired_path(&a.1).cmp(desired_path(&b.1)));
+        // Slots in path order, so that a scan assigns them the same way every time; bytes
+        // compare several times faster than `Path`'s component-wise order (10,000 agents at
+        // start-up, PERF-ANCHORS row 8).
+        new.sort_unstable_by(|a, b| path_bytes(&a.1).cmp(path_bytes(&b.1)));
         for (cg, want) in new {
             let Some(slot) = self.take_slot() else {
                 over += 1;
@@ -409,10 +412,10 @@ impl AgentRegistry {
     }
 }
 
-fn desired_path(d: &Desired) -> &Path {
+fn path_bytes(d: &Desired) -> &[u8] {
     match d {
-        Desired::Agent(a) => &a.path,
-        Desired::Pending(p) => p,
+        Desired::Agent(a) => a.path.as_os_str().as_encoded_bytes(),
+        Desired::Pending(p) => p.as_os_str().as_encoded_bytes(),
     }
 }
 

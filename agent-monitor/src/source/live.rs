@@ -1,20 +1,9 @@
 //! The live source: drains the kernel ring buffer and turns map snapshots (syscall counters,
 //! per-flow bytes, loss counters) and agent registry changes into records of the same format.
 
-use std::{
-    collections::{HashMap as StdHashMap, HashSet},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use agent_monitor_common::{
-    AgentSlot, EventHeader, FlowBytes, FlowCounters, LostEvent, SYSCALL_BUCKETS, SyscallCount,
-    SyscallRow, kind,
-};
-use aya::{
-    maps::{HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
-    util::nr_cpus,
-};
+use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::unix::AsyncFd,
     sync::Notify,
@@ -25,12 +14,13 @@ use super::{
     Batch, EventSource,
     cgroup_watch::CgroupWatch,
     hold::{Hold, HoldOptions, HoldStats},
+    snapshots::Snapshots,
 };
 use crate::{
     clock,
     ebpf::{Kernel, KernelMaps, WakeKinds},
-    event::wire::{self, bytes_of},
-    identity::{AgentRegistry, PendingOutcome, SlotTable},
+    event::wire,
+    identity::{AgentRegistry, PendingOutcome},
 };
 
 /// The rescan interval when the kernel offers no inotify: changes are only found by rescans.
@@ -53,26 +43,6 @@ pub struct LiveOptions {
     pub hold: Option<HoldOptions>,
     /// Woken when identities change (the pod cache): rescan at once.
     pub identity_changed: Option<Arc<Notify>>,
-}
-
-/// Snapshot state: what the kernel counters held at the previous read, so records carry deltas.
-struct Snapshots {
-    monitored: HashMap<MapData, u64, AgentSlot>,
-    syscall_counts: PerCpuArray<MapData, SyscallRow>,
-    lost: PerCpuArray<MapData, u64>,
-    flows: HashMap<MapData, u64, FlowCounters>,
-    ncpus: usize,
-    /// slot -> (syscall nr, sum over CPUs mod 2^32) of the counters seen last; sparse because an
-    /// agent uses a few dozen of the 512 syscall numbers.
-    prev_counts: StdHashMap<u32, Vec<(u16, u32)>>,
-    prev_lost: StdHashMap<u32, Vec<u64>>,
-    prev_flows: StdHashMap<u64, FlowCounters>,
-    /// cgroup id -> slot of current agents, for attributing flows.
-    slot_of: StdHashMap<u64, u32>,
-    /// Slots that held an agent before (indexed by slot): their counters must be zeroed for
-    /// the next one. The maps are new at each start, so the first agent of a slot needs no
-    /// write (two map updates of 2 KiB per CPU saved per agent at start-up).
-    used_slots: Vec<bool>,
 }
 
 pub struct LiveSource {
@@ -146,18 +116,7 @@ impl LiveSource {
                 .map_err(|e| anyhow::anyhow!("registering the ring buffer fd: {e}"))?,
             wake: WakeKinds::new(maps.wake_kinds),
             registry,
-            snapshots: Snapshots {
-                monitored: maps.monitored,
-                syscall_counts: maps.syscall_counts,
-                lost: maps.lost,
-                flows: maps.flows,
-                ncpus: nr_cpus().map_err(|(_, e)| e)?,
-                prev_counts: StdHashMap::new(),
-                prev_lost: StdHashMap::new(),
-                prev_flows: StdHashMap::new(),
-                slot_of: StdHashMap::new(),
-                used_slots: Vec::new(),
-            },
+            snapshots: Snapshots::new(maps.monitored, maps.syscall_counts, maps.lost, maps.flows)?,
             poll: tick(opts.poll_interval, now),
             snapshot: tick(opts.snapshot_interval, now + opts.snapshot_interval),
             rescan: tick(rescan, now + rescan),
@@ -345,8 +304,7 @@ impl LiveSource {
     /// the per-CPU loss counters always exists), and the ring buffer fill of the interval.
     fn observe_maps(&mut self) {
         if let Some(h) = &self.health {
-            let lookup = self.snapshots.lost.get(&0, 0).map(drop);
-            h.maps_read(lookup.map_err(|e| format!("LOST[0]: {e}")));
+            h.maps_read(self.snapshots.probe_read());
         }
         if let Some(fill) = &mut self.fill {
             metrics::gauge!(crate::observe::names::RINGBUF_FILL).set(fill.take_max());
@@ -398,171 +356,6 @@ impl EventSource for LiveSource {
     }
 }
 
-impl SlotTable for Snapshots {
-    fn insert(&mut self, cgroup_id: u64, slot: AgentSlot) -> anyhow::Result<()> {
-        // A reused slot starts from zero so the new agent is not charged the old one's counts.
-        let i = slot.slot as usize;
-        if self.used_slots.get(i).copied().unwrap_or(false) {
-            let zero = PerCpuValues::try_from(vec![
-                SyscallRow([0; SYSCALL_BUCKETS as usize]);
-                self.ncpus
-            ])?;
-            self.syscall_counts.set(slot.slot, zero, 0)?;
-            self.lost.set(
-                slot.slot,
-                PerCpuValues::try_from(vec![0u64; self.ncpus])?,
-                0,
-            )?;
-        } else {
-            if self.used_slots.len() <= i {
-                self.used_slots.resize(i + 1, false);
-            }
-            self.used_slots[i] = true;
-        }
-        self.prev_counts.remove(&slot.slot);
-        self.prev_lost.remove(&slot.slot);
-        self.monitored.insert(cgroup_id, slot, 0)?;
-        self.slot_of.insert(cgroup_id, slot.slot);
-        Ok(())
-    }
-
-    fn remove(&mut self, cgroup_id: u64, slot: u32, out: &mut Batch) -> anyhow::Result<()> {
-        self.monitored.remove(&cgroup_id)?;
-        // The agent's last counts go out before its removal is announced.
-        let now = clock::boot_ns();
-        self.counts_of(slot, cgroup_id, out, now)?;
-        self.lost_of(slot, cgroup_id, out, now)?;
-        self.prev_counts.remove(&slot);
-        self.prev_lost.remove(&slot);
-        self.slot_of.remove(&cgroup_id);
-        Ok(())
-    }
-}
-
-impl Snapshots {
-    fn take(&mut self, out: &mut Batch, now: u64) -> anyhow::Result<()> {
-        let agents: Vec<(u64, u32)> = self.slot_of.iter().map(|(&c, &s)| (c, s)).collect();
-        for (cgroup_id, slot) in agents {
-            self.counts_of(slot, cgroup_id, out, now)?;
-            self.lost_of(slot, cgroup_id, out, now)?;
-        }
-        self.flows(out, now)
-    }
-
-    fn counts_of(
-        &mut self,
-        slot: u32,
-        cgroup_id: u64,
-        out: &mut Batch,
-        now: u64,
-    ) -> anyhow::Result<()> {
-        let rows = self.syscall_counts.get(&slot, 0)?;
-        // No entry until the agent's first syscall: an idle agent costs nothing here.
-        let mut prev = self.prev_counts.remove(&slot).unwrap_or_default();
-        for nr in 0..SYSCALL_BUCKETS as usize {
-            // Per-CPU u32 counters summed mod 2^32: the delta is exact while an agent makes
-            // fewer than 4 billion syscalls between two snapshots.
-            let sum = rows
-                .iter()
-                .fold(0u32, |acc, row| acc.wrapping_add(row.0[nr]));
-            let i = prev.partition_point(|&(n, _)| usize::from(n) < nr);
-            let before = prev
-                .get(i)
-                .filter(|&&(n, _)| usize::from(n) == nr)
-                .map(|&(_, c)| c);
-            let delta = sum.wrapping_sub(before.unwrap_or(0));
-            if delta == 0 {
-                continue;
-            }
-            match before {
-                Some(_) => prev[i].1 = sum,
-                None => prev.insert(i, (nr as u16, sum)),
-            }
-            let record = SyscallCount {
-                header: header(kind::SYSCALL_COUNT, slot, cgroup_id, now),
-                nr: nr as u32,
-                _pad: 0,
-                count: u64::from(delta),
-            };
-            out.push(bytes_of(&record));
-        }
-        if !prev.is_empty() {
-            self.prev_counts.insert(slot, prev);
-        }
-        Ok(())
-    }
-
-    fn lost_of(
-        &mut self,
-        slot: u32,
-        cgroup_id: u64,
-        out: &mut Batch,
-        now: u64,
-    ) -> anyhow::Result<()> {
-        let values = self.lost.get(&slot, 0)?;
-        if !self.prev_lost.contains_key(&slot) && values.iter().all(|&v| v == 0) {
-            // Nothing ever lost for this agent (the usual case): no entry kept.
-            return Ok(());
-        }
-        let prev = self
-            .prev_lost
-            .entry(slot)
-            .or_insert_with(|| vec![0; values.len()]);
-        for (cpu, (&now_lost, before)) in values.iter().zip(prev.iter_mut()).enumerate() {
-            let delta = now_lost.wrapping_sub(*before);
-            if delta == 0 {
-                continue;
-            }
-            *before = now_lost;
-            log::warn!(
-                "kernel lost {delta} events of agent slot {slot} on CPU {cpu} (ring buffer full)"
-            );
-            let record = LostEvent {
-                header: header(kind::LOST, slot, cgroup_id, now),
-                cpu: cpu as u32,
-                _pad: 0,
-                count: delta,
-            };
-            out.push(bytes_of(&record));
-        }
-        Ok(())
-    }
-
-    fn flows(&mut self, out: &mut Batch, now: u64) -> anyhow::Result<()> {
-        let current: Vec<(u64, FlowCounters)> = self.flows.iter().filter_map(Result::ok).collect();
-        let mut idle = Vec::new();
-        for (cookie, c) in &current {
-            let before = self.prev_flows.get(cookie).copied().unwrap_or_default();
-            if *c == before {
-                idle.push(*cookie);
-                continue;
-            }
-            self.prev_flows.insert(*cookie, *c);
-            let Some(&slot) = self.slot_of.get(&c.cgroup_id) else {
-                continue;
-            };
-            let record = FlowBytes {
-                header: header(kind::FLOW_BYTES, slot, c.cgroup_id, now),
-                cookie: *cookie,
-                bytes_out: c.bytes_out.wrapping_sub(before.bytes_out),
-                bytes_in: c.bytes_in.wrapping_sub(before.bytes_in),
-                packets_out: c.packets_out.wrapping_sub(before.packets_out),
-                packets_in: c.packets_in.wrapping_sub(before.packets_in),
-            };
-            out.push(bytes_of(&record));
-        }
-        // Flows quiet for a whole interval leave the map (it would otherwise fill with closed
-        // sockets); a later packet starts a fresh entry, counted from zero.
-        for cookie in idle {
-            let _ = self.flows.remove(&cookie);
-            self.prev_flows.remove(&cookie);
-        }
-        let live: std::collections::HashSet<u64> = current.iter().map(|(c, _)| *c).collect();
-        self.prev_flows.retain(|c, _| live.contains(c));
-        Ok(())
-    }
-}
-
 fn append(batch: &mut Batch, records: &Batch) {
     for r in records.iter() {
         batch.push(r);
@@ -582,17 +375,5 @@ async fn notified(notify: Option<&Notify>) {
     match notify {
         Some(n) => n.notified().await,
         None => std::future::pending().await,
-    }
-}
-
-fn header(kind: u16, slot: u32, cgroup_id: u64, ts_ns: u64) -> EventHeader {
-    EventHeader {
-        kind,
-        flags: 0,
-        slot,
-        ts_ns,
-        cgroup_id,
-        tgid: 0,
-        tid: 0,
     }
 }

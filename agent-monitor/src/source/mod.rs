@@ -5,6 +5,7 @@ mod cgroup_watch;
 pub mod hold;
 mod live;
 mod replay;
+mod snapshots;
 
 pub use hold::{HoldOptions, HoldStats};
 pub use live::{LiveOptions, LiveSource};
