@@ -1,5 +1,6 @@
 //! Loading the kernel programs: the start-up feature probe and the loader.
 
+pub mod batch;
 mod loader;
 pub mod pin;
 mod probe;

@@ -27,6 +27,10 @@ pub trait SlotTable {
     fn insert(&mut self, cgroup_id: u64, slot: AgentSlot) -> anyhow::Result<()>;
     /// Stops monitoring `cgroup_id`; the table may push the agent's final counters into `out`.
     fn remove(&mut self, cgroup_id: u64, slot: u32, out: &mut Batch) -> anyhow::Result<()>;
+    /// Puts the inserts of a scan in force (a table may gather them into one kernel call).
+    fn commit(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// An agent cgroup found on disk. Kept for every registered agent: boxed names, and a class
@@ -283,6 +287,7 @@ impl AgentRegistry {
                 },
             );
         }
+        table.commit()?;
         if over > 0 && over != self.over_capacity {
             log::error!(
                 "{over} agent cgroups are not monitored: all {} slots are in use (raise max_agents)",

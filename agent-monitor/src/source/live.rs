@@ -186,13 +186,19 @@ impl LiveSource {
     /// Up to `passes` scans, while each one adds watched directories; returns whether the last
     /// one did (cgroups made in them before their watch are not found yet).
     fn rescan(&mut self, batch: &mut Batch, passes: usize) -> anyhow::Result<bool> {
+        // Without a hold the records go straight into the batch (10,000 at start-up).
         let mut out = Batch::default();
+        let records = if self.hold.is_none() {
+            &mut *batch
+        } else {
+            &mut out
+        };
         let mut outcomes = Vec::new();
         let mut watching_more = false;
         for _ in 0..passes {
             outcomes.extend(self.registry.rescan(
                 &mut self.snapshots,
-                &mut out,
+                records,
                 clock::boot_ns(),
             )?);
             watching_more = self
@@ -204,7 +210,6 @@ impl LiveSource {
             }
         }
         let Some(hold) = &mut self.hold else {
-            append(batch, &out);
             return Ok(watching_more);
         };
         let of = |want: PendingOutcome| {
@@ -353,12 +358,6 @@ impl EventSource for LiveSource {
                 return Ok(true);
             }
         }
-    }
-}
-
-fn append(batch: &mut Batch, records: &Batch) {
-    for r in records.iter() {
-        batch.push(r);
     }
 }
 

@@ -8,14 +8,15 @@ use agent_monitor_common::{
     AgentSlot, EventHeader, FlowBytes, FlowCounters, LostEvent, SYSCALL_BUCKETS, SyscallCount,
     SyscallRow, cpu_row, kind,
 };
+use anyhow::Context as _;
 use aya::{
     Pod,
-    maps::{Array, HashMap, MapData, MapError},
+    maps::{Array, HashMap, IterableMap, MapData, MapError},
     util::nr_cpus,
 };
 
 use super::Batch;
-use crate::{clock, event::wire::bytes_of, identity::SlotTable};
+use crate::{clock, ebpf::batch, event::wire::bytes_of, identity::SlotTable};
 
 /// Snapshot state: what the kernel counters held at the previous read, so records carry deltas.
 pub(super) struct Snapshots {
@@ -34,6 +35,9 @@ pub(super) struct Snapshots {
     /// the next one. The maps are new at each start, so the first agent of a slot needs no
     /// write (one map update of 2 KiB per CPU saved per agent at start-up).
     used_slots: Vec<bool>,
+    /// Agents to add to `MONITORED` at the end of the scan, in one kernel call.
+    new_keys: Vec<u64>,
+    new_slots: Vec<AgentSlot>,
     /// The rows of the agent being read (kept to avoid allocations per agent).
     rows: Vec<SyscallRow>,
     lost_rows: Vec<u64>,
@@ -85,6 +89,8 @@ impl Snapshots {
             prev_flows: StdHashMap::new(),
             slot_of: StdHashMap::new(),
             used_slots: Vec::new(),
+            new_keys: Vec::new(),
+            new_slots: Vec::new(),
             rows: Vec::new(),
             lost_rows: Vec::new(),
         })
@@ -116,8 +122,28 @@ impl SlotTable for Snapshots {
         }
         self.prev_counts.remove(&slot.slot);
         self.prev_lost.remove(&slot.slot);
-        self.monitored.insert(cgroup_id, slot, 0)?;
+        self.new_keys.push(cgroup_id);
+        self.new_slots.push(slot);
         self.slot_of.insert(cgroup_id, slot.slot);
+        Ok(())
+    }
+
+    fn commit(&mut self) -> anyhow::Result<()> {
+        let (keys, slots) = (
+            std::mem::take(&mut self.new_keys),
+            std::mem::take(&mut self.new_slots),
+        );
+        let map = IterableMap::map(&self.monitored);
+        if let Err((done, e)) = batch::update_batch(map, &keys, &slots) {
+            // One by one from where the batch stopped: a kernel without batches takes them so,
+            // and a real error is then reported for the agent it concerns.
+            log::debug!("MONITORED batch update stopped after {done}: {e}");
+            for (&cgroup_id, &slot) in keys.iter().zip(&slots).skip(done) {
+                self.monitored
+                    .insert(cgroup_id, slot, 0)
+                    .with_context(|| format!("monitoring cgroup {cgroup_id}"))?;
+            }
+        }
         Ok(())
     }
 
