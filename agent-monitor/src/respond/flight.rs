@@ -60,7 +60,17 @@ impl Ring {
     fn pop_oldest(&mut self) -> usize {
         let size = self.events.pop_front().map_or(0, |r| r.size);
         self.bytes -= size;
+        shrink_spare(&mut self.events, 8);
         size
+    }
+}
+
+/// Gives back a queue's spare room once it holds under a quarter of it: a burst grows the queues,
+/// then the bounds keep few events in them, and `max_bytes` counts events, not the room around
+/// them (1,000 agents active at once left 3.6 MiB for 2 MiB of events).
+fn shrink_spare<T>(queue: &mut VecDeque<T>, slack: usize) {
+    if queue.capacity() > 4 * queue.len() + slack {
+        queue.shrink_to(2 * queue.len());
     }
 }
 
@@ -120,6 +130,7 @@ impl State {
                     .is_some_and(|front| *seq >= front.seq)
             });
         }
+        shrink_spare(&mut self.order, 64);
     }
 }
 
@@ -414,6 +425,34 @@ mod tests {
         }
         assert_eq!(fr.last("a", 10).len(), 2);
         assert!(fr.lock().order.len() <= 2 * 2 + 64 + 1);
+    }
+
+    #[test]
+    fn a_burst_leaves_no_spare_room_once_the_total_bound_sheds_it() {
+        let one = approx_size(&exit("a", 0));
+        let fr = FlightRecorder::new(FlightConfig {
+            per_agent: 256,
+            per_agent_bytes: usize::MAX,
+            max_agents: 100,
+            max_bytes: one * 40,
+        });
+        // One agent's burst fills the recorder, then 15 others take most of it.
+        for ts in 0..200 {
+            fr.push(&exit("a", ts));
+        }
+        for ts in 0..30 {
+            fr.push(&exit(&format!("b{}", ts % 15), 1_000 + ts));
+        }
+        let state = fr.lock();
+        let a = &state.rings["a"].events;
+        assert_eq!(a.len(), 10);
+        assert!(
+            a.capacity() <= 4 * a.len() + 8,
+            "{} for {}",
+            a.capacity(),
+            a.len()
+        );
+        assert!(state.order.capacity() <= 4 * state.order.len() + 64);
     }
 
     #[test]
