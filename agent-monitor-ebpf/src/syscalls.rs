@@ -71,8 +71,9 @@ fn on_sys_enter(nr: i64) -> i32 {
         SYSCALL_BUCKETS - 1
     };
     if let Some(row) = SYSCALL_COUNTS.get_ptr_mut(cpu_row(cur.agent.slot)) {
-        // SAFETY: this CPU's row, no concurrent writer (programs are not preempted here). `get_mut` rather than indexing:
-        // a panic path would leave the verifier a program that does not end in exit.
+        // SAFETY: this CPU's row, no concurrent writer (programs are not preempted here).
+        // `get_mut` rather than indexing: a panic path would leave the verifier a program that
+        // does not end in exit.
         if let Some(counter) = unsafe { (*row).0.get_mut(bucket as usize) } {
             *counter = counter.wrapping_add(1);
         }

@@ -181,6 +181,8 @@ pub struct KernelMaps {
     /// Per agent and CPU (see [`agent_monitor_common::cpu_row`]).
     pub syscall_counts: Array<MapData, SyscallRow>,
     pub lost: Array<MapData, u64>,
+    /// CPUs the per-agent arrays have a row for.
+    pub nr_cpus: u32,
     pub flows: HashMap<MapData, u64, FlowCounters>,
     /// Event kinds that wake the reader at once (see [`super::WakeKinds`]).
     pub wake_kinds: Array<MapData, u32>,
@@ -352,6 +354,7 @@ impl Kernel {
             monitored: HashMap::try_from(take("MONITORED")?)?,
             syscall_counts: Array::try_from(take("SYSCALL_COUNTS")?)?,
             lost: Array::try_from(take("LOST")?)?,
+            nr_cpus,
             flows: HashMap::try_from(take("FLOWS")?)?,
             wake_kinds: Array::try_from(take("WAKE_KINDS")?)?,
             containment: Some(ContainMaps {

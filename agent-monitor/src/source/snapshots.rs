@@ -12,7 +12,6 @@ use anyhow::Context as _;
 use aya::{
     Pod,
     maps::{Array, HashMap, IterableMap, MapData, MapError},
-    util::nr_cpus,
 };
 
 use super::Batch;
@@ -73,10 +72,10 @@ impl Snapshots {
         monitored: HashMap<MapData, u64, AgentSlot>,
         syscall_counts: Array<MapData, SyscallRow>,
         lost: Array<MapData, u64>,
+        ncpus: u32,
         flows: HashMap<MapData, u64, FlowCounters>,
-    ) -> anyhow::Result<Self> {
-        let ncpus = u32::try_from(nr_cpus().map_err(|(_, e)| e)?)?;
-        Ok(Self {
+    ) -> Self {
+        Self {
             monitored,
             syscall_counts: CpuRows {
                 map: syscall_counts,
@@ -93,7 +92,7 @@ impl Snapshots {
             new_slots: Vec::new(),
             rows: Vec::new(),
             lost_rows: Vec::new(),
-        })
+        }
     }
 
     /// A lookup that must succeed while the maps are readable (slot 0 always exists).
