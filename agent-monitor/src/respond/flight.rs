@@ -310,6 +310,16 @@ mod tests {
         })
     }
 
+    /// Bounded in total only (and by `per_agent` events), to `events` exit events.
+    fn total_bound(per_agent: usize, max_agents: usize, events: usize) -> FlightRecorder {
+        FlightRecorder::new(FlightConfig {
+            per_agent,
+            per_agent_bytes: usize::MAX,
+            max_agents,
+            max_bytes: approx_size(&exit("a", 0)) * events,
+        })
+    }
+
     #[test]
     fn keeps_the_last_n_per_agent_oldest_first() {
         let fr = recorder(3, usize::MAX, 10);
@@ -387,12 +397,7 @@ mod tests {
     #[test]
     fn total_bound_drops_the_recorders_oldest_events_whatever_their_agent() {
         let one = approx_size(&exit("a", 0));
-        let fr = FlightRecorder::new(FlightConfig {
-            per_agent: 100,
-            per_agent_bytes: usize::MAX,
-            max_agents: 10,
-            max_bytes: one * 5,
-        });
+        let fr = total_bound(100, 10, 5);
         for ts in 0..4 {
             fr.push(&exit("a", ts));
         }
@@ -429,13 +434,7 @@ mod tests {
 
     #[test]
     fn a_burst_leaves_no_spare_room_once_the_total_bound_sheds_it() {
-        let one = approx_size(&exit("a", 0));
-        let fr = FlightRecorder::new(FlightConfig {
-            per_agent: 256,
-            per_agent_bytes: usize::MAX,
-            max_agents: 100,
-            max_bytes: one * 40,
-        });
+        let fr = total_bound(256, 100, 40);
         // One agent's burst fills the recorder, then 15 others take most of it.
         for ts in 0..200 {
             fr.push(&exit("a", ts));

@@ -229,44 +229,29 @@ impl Snapshots {
     ) -> anyhow::Result<()> {
         let mut values = std::mem::take(&mut self.lost_rows);
         self.lost.read(slot, &mut values)?;
-        let result = self.lost_deltas(slot, cgroup_id, &values, out, now);
-        self.lost_rows = values;
-        result
-    }
-
-    fn lost_deltas(
-        &mut self,
-        slot: u32,
-        cgroup_id: u64,
-        values: &[u64],
-        out: &mut Batch,
-        now: u64,
-    ) -> anyhow::Result<()> {
-        if !self.prev_lost.contains_key(&slot) && values.iter().all(|&v| v == 0) {
-            // Nothing ever lost for this agent (the usual case): no entry kept.
-            return Ok(());
-        }
-        let prev = self
-            .prev_lost
-            .entry(slot)
-            .or_insert_with(|| vec![0; values.len()]);
-        for (cpu, (&now_lost, before)) in values.iter().zip(prev.iter_mut()).enumerate() {
-            let delta = now_lost.wrapping_sub(*before);
-            if delta == 0 {
-                continue;
+        // Nothing ever lost for this agent (the usual case): no entry kept.
+        if self.prev_lost.contains_key(&slot) || values.iter().any(|&v| v != 0) {
+            let prev = self
+                .prev_lost
+                .entry(slot)
+                .or_insert_with(|| vec![0; values.len()]);
+            for (cpu, (&now_lost, before)) in values.iter().zip(prev.iter_mut()).enumerate() {
+                let delta = now_lost.wrapping_sub(*before);
+                if delta == 0 {
+                    continue;
+                }
+                *before = now_lost;
+                log::warn!("kernel lost {delta} events of slot {slot} on CPU {cpu} (ring full)");
+                let record = LostEvent {
+                    header: header(kind::LOST, slot, cgroup_id, now),
+                    cpu: cpu as u32,
+                    _pad: 0,
+                    count: delta,
+                };
+                out.push(bytes_of(&record));
             }
-            *before = now_lost;
-            log::warn!(
-                "kernel lost {delta} events of agent slot {slot} on CPU {cpu} (ring buffer full)"
-            );
-            let record = LostEvent {
-                header: header(kind::LOST, slot, cgroup_id, now),
-                cpu: cpu as u32,
-                _pad: 0,
-                count: delta,
-            };
-            out.push(bytes_of(&record));
         }
+        self.lost_rows = values;
         Ok(())
     }
 
