@@ -5,12 +5,15 @@
 //! costs no allocation, and the event's agent reference stays in place while consecutive events
 //! come from the same agent (most do).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    mem::offset_of,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use agent_monitor_common::{
     AgentRecord, DnsEvent, EventHeader, ExecEvent, ExitEvent, FlowBytes, ForkEvent,
-    HDR_FLAG_NO_EXIT_CODE, HDR_FLAG_TRUNCATED, LostEvent, PathEvent, RenameEvent, SockEvent,
-    SyscallBatch, SyscallCount, kind, record_len,
+    HDR_FLAG_NO_EXIT_CODE, HDR_FLAG_TRUNCATED, LostEvent, PATH_LEN, PathEvent, RenameEvent,
+    SYSCALL_BATCH_LEN, SockEvent, SyscallBatch, SyscallCount, kind, record_len,
 };
 
 use super::{AgentBody, Body, Endpoint, Event, SockBody, wire};
@@ -63,7 +66,7 @@ impl Decoder {
         }
         // Lengths were checked above, so every `read` below succeeds.
         let body = match header.kind {
-            kind::SYSCALL_BATCH => self.syscall_batch(&read(bytes)),
+            kind::SYSCALL_BATCH => self.syscall_batch(bytes),
             kind::SYSCALL_COUNT => {
                 let e: SyscallCount = read(bytes);
                 Body::SyscallCount {
@@ -91,7 +94,9 @@ impl Decoder {
                     code: (header.flags & HDR_FLAG_NO_EXIT_CODE == 0).then_some(e.exit_code),
                 }
             }
-            kind::OPEN | kind::UNLINK | kind::CHMOD | kind::CHOWN => self.path_op(&read(bytes)),
+            kind::OPEN | kind::UNLINK | kind::CHMOD | kind::CHOWN => {
+                self.path_op(header.kind, bytes)
+            }
             kind::RENAME => {
                 let e: RenameEvent = read(bytes);
                 Body::Rename {
@@ -153,9 +158,12 @@ impl Decoder {
         Ok(())
     }
 
-    /// A cleared text buffer.
+    /// A cleared text buffer. New ones hold a whole kernel text buffer, so that a spare one
+    /// that held a short name never has to grow for the next path.
     fn string(&mut self) -> String {
-        self.strings.pop().unwrap_or_default()
+        self.strings
+            .pop()
+            .unwrap_or_else(|| String::with_capacity(PATH_LEN))
     }
 
     /// The text before the first NUL of a fixed-size buffer, in a recycled buffer.
@@ -200,11 +208,18 @@ impl Decoder {
         }
     }
 
-    fn syscall_batch(&mut self, e: &SyscallBatch) -> Body {
-        let n = (e.count as usize).min(e.ids.len());
+    /// Copies only the ids the batch holds, not its whole buffer.
+    fn syscall_batch(&mut self, bytes: &[u8]) -> Body {
+        let count: u32 = field(bytes, offset_of!(SyscallBatch, count));
+        let at = offset_of!(SyscallBatch, ids);
+        let n = (count as usize).min(SYSCALL_BATCH_LEN);
         let mut ids = std::mem::take(&mut self.ids);
         ids.clear();
-        ids.extend_from_slice(&e.ids[..n]);
+        ids.extend(
+            bytes[at..at + 2 * n]
+                .chunks_exact(2)
+                .map(|b| u16::from_ne_bytes([b[0], b[1]])),
+        );
         Body::Syscalls { ids }
     }
 
@@ -225,34 +240,41 @@ impl Decoder {
         }
     }
 
-    fn path_op(&mut self, e: &PathEvent) -> Body {
-        let path = self.text(&e.path);
-        match e.header.kind {
+    /// Reads the path where it lies rather than copying the whole record first (opens are
+    /// most of the records).
+    fn path_op(&mut self, kind: u16, bytes: &[u8]) -> Body {
+        let ret: i64 = field(bytes, offset_of!(PathEvent, ret));
+        let dirfd: i32 = field(bytes, offset_of!(PathEvent, dirfd));
+        let arg0: u32 = field(bytes, offset_of!(PathEvent, arg0));
+        let arg1: u32 = field(bytes, offset_of!(PathEvent, arg1));
+        let at = offset_of!(PathEvent, path);
+        let path = self.text(&bytes[at..at + PATH_LEN]);
+        match kind {
             kind::OPEN => Body::Open {
                 path,
-                dirfd: e.dirfd,
-                flags: e.arg0,
-                mode: e.arg1,
-                ret: e.ret,
+                dirfd,
+                flags: arg0,
+                mode: arg1,
+                ret,
             },
             kind::UNLINK => Body::Unlink {
                 path,
-                dirfd: e.dirfd,
-                flags: e.arg0,
-                ret: e.ret,
+                dirfd,
+                flags: arg0,
+                ret,
             },
             kind::CHMOD => Body::Chmod {
                 path,
-                dirfd: e.dirfd,
-                mode: e.arg0,
-                ret: e.ret,
+                dirfd,
+                mode: arg0,
+                ret,
             },
             _ => Body::Chown {
                 path,
-                dirfd: e.dirfd,
-                uid: e.arg0,
-                gid: e.arg1,
-                ret: e.ret,
+                dirfd,
+                uid: arg0,
+                gid: arg1,
+                ret,
             },
         }
     }
@@ -261,6 +283,11 @@ impl Decoder {
 fn read<T: aya::Pod>(bytes: &[u8]) -> T {
     // The caller checked the length against `record_len`; a zeroed value is unreachable.
     wire::read(bytes).unwrap_or_else(|| unreachable!("length checked by decode"))
+}
+
+/// The field at `offset` of a record whose length was checked.
+fn field<T: aya::Pod>(bytes: &[u8], offset: usize) -> T {
+    read(&bytes[offset..])
 }
 
 fn sock(e: SockEvent) -> Body {

@@ -51,7 +51,7 @@ impl RuleEngine {
             class,
         };
         let kind = Kind::of(&event.body);
-        self.index.candidates(kind, &cx, &mut self.scratch);
+        self.index.candidates(kind, class, &cx, &mut self.scratch);
         for &i in &self.scratch.candidates {
             let Some(rule) = self.set.rules.get(i as usize) else {
                 continue;

@@ -6,7 +6,7 @@
 //! whose patterns need a regex costs far more than a hash probe, so each anchor remembers the
 //! glob hits of the strings it saw last.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
 
 use foldhash::HashMap;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -30,7 +30,14 @@ pub(crate) struct Index {
     buckets: Vec<Bucket>,
     /// By rule: its whole condition is one anchorable test, so an anchor hit proves it.
     exact: Vec<bool>,
+    /// The rows of the classes seen last, found by pointer: the agents of a class share one
+    /// name (the identity stage interns it), so most events skip hashing and comparing it.
+    /// Holding the names keeps their addresses from being reused for another.
+    recent_rows: Vec<(Arc<str>, usize)>,
 }
+
+/// Classes whose row is remembered by pointer.
+const RECENT_ROWS: usize = 8;
 
 #[derive(Default)]
 struct Bucket {
@@ -129,12 +136,32 @@ impl Index {
                 .iter()
                 .map(|r| matches!(&r.cond, Cond::Test(t) if usable(t)))
                 .collect(),
+            recent_rows: Vec::new(),
         }
     }
 
-    /// Fills `scratch.candidates` with the rules that may match, in rule order.
-    pub fn candidates(&mut self, kind: Kind, cx: &Ctx<'_>, scratch: &mut Scratch) {
-        let row = self.rows.get(cx.class).copied().unwrap_or(self.default_row);
+    fn row(&mut self, class: &Arc<str>) -> usize {
+        if let Some((_, row)) = self.recent_rows.iter().find(|(c, _)| Arc::ptr_eq(c, class)) {
+            return *row;
+        }
+        let row = self.rows.get(&**class).copied().unwrap_or(self.default_row);
+        if self.recent_rows.len() == RECENT_ROWS {
+            self.recent_rows.remove(0);
+        }
+        self.recent_rows.push((class.clone(), row));
+        row
+    }
+
+    /// Fills `scratch.candidates` with the rules that may match, in rule order; `class` is
+    /// `cx.class`, shared.
+    pub fn candidates(
+        &mut self,
+        kind: Kind,
+        class: &Arc<str>,
+        cx: &Ctx<'_>,
+        scratch: &mut Scratch,
+    ) {
+        let row = self.row(class);
         let out = &mut scratch.candidates;
         out.clear();
         scratch.proven.clear();

@@ -4,8 +4,6 @@
 mod classify;
 mod stats;
 
-use std::collections::hash_map::Entry;
-
 use foldhash::HashMap;
 
 pub use classify::PathClassifier;
@@ -61,15 +59,11 @@ pub struct Windower<C> {
     /// How long after a window's end its records may still arrive (counter snapshots are read
     /// periodically); an idle agent's window is closed by [`Windower::tick`] after this.
     grace_ns: u64,
-    /// Boxed: an open window is large, and a map of them inline would keep room for as many as
-    /// were ever open at once (every agent) long after they closed.
-    open: HashMap<u64, Box<Window>>,
+    /// Per agent cgroup seen: one map, so that an event costs one lookup.
+    agents: HashMap<u64, AgentWindows>,
     /// The earliest end of an open window (`u64::MAX`: none), so that a tick with nothing due
     /// does not look at every open window.
     earliest_end_ns: u64,
-    /// Per agent cgroup: boot-time ns of its first activity (its first event other than an
-    /// announcement), `None` while it has only been announced.
-    active_since: HashMap<u64, Option<u64>>,
     classifier: C,
     /// Unix time minus boot time, in ns: live from the clocks, in replay from the trace header.
     wall_offset_ns: Option<i128>,
@@ -82,9 +76,8 @@ impl<C: Classifier> Windower<C> {
         Self {
             length_ns: (length.as_nanos() as u64).max(1),
             grace_ns: grace.as_nanos() as u64,
-            open: HashMap::default(),
+            agents: HashMap::default(),
             earliest_end_ns: u64::MAX,
-            active_since: HashMap::default(),
             classifier,
             wall_offset_ns: None,
             wall_anchor_ns: None,
@@ -114,53 +107,56 @@ impl<C: Classifier> Windower<C> {
         let Some(agent) = &event.agent else { return };
         let start = event.ts_ns - event.ts_ns % self.length_ns;
         let announcement = matches!(event.body, Body::AgentAdded(_) | Body::AgentRemoved(_));
-        let since = self.active_since.entry(event.cgroup_id).or_insert(None);
-        if since.is_none() && !announcement {
-            *since = Some(event.ts_ns);
+        let state = self.agents.entry(event.cgroup_id).or_default();
+        if state.since.is_none() && !announcement {
+            state.since = Some(event.ts_ns);
         }
         // The agent's start-up is its first STARTUP_NS of activity, counted from its first
         // event rather than from its announcement (the daemon announces a cgroup before its
         // process runs): every window that holds part of it is a start-up window.
-        let startup = since.is_none_or(|t| start < t.saturating_add(STARTUP_NS));
+        let startup = state
+            .since
+            .is_none_or(|t| start < t.saturating_add(STARTUP_NS));
+        let (length_ns, wall_offset_ns) = (self.length_ns, self.wall_offset_ns);
         // A new window is built only when one starts: most events land in the open one.
-        let new_window = |first: bool| Window {
-            agent: agent.clone(),
-            cgroup_id: event.cgroup_id,
-            start_ns: start,
-            end_ns: start + self.length_ns,
-            unix_end_s: self.wall_offset_ns.and_then(|o| {
-                u64::try_from((i128::from(start + self.length_ns) + o) / 1_000_000_000).ok()
-            }),
-            first,
-            partial: false,
-            stats: WindowStats::default(),
+        let new_window = |first: bool| {
+            Box::new(Window {
+                agent: agent.clone(),
+                cgroup_id: event.cgroup_id,
+                start_ns: start,
+                end_ns: start + length_ns,
+                unix_end_s: wall_offset_ns.and_then(|o| {
+                    u64::try_from((i128::from(start + length_ns) + o) / 1_000_000_000).ok()
+                }),
+                first,
+                partial: false,
+                stats: WindowStats::default(),
+            })
         };
-        let window = match self.open.entry(event.cgroup_id) {
-            Entry::Occupied(open) => {
-                let window = open.into_mut();
+        let removed = matches!(event.body, Body::AgentRemoved(_));
+        let window = match &mut state.window {
+            Some(window) => {
                 if start > window.start_ns {
-                    out.push(*std::mem::replace(window, Box::new(new_window(startup))));
+                    out.push(*std::mem::replace(window, new_window(startup)));
                 }
                 window
             }
             // An announcement opens no window: an idle agent costs none.
-            Entry::Vacant(_) if announcement => {
-                if matches!(event.body, Body::AgentRemoved(_)) {
-                    self.active_since.remove(&event.cgroup_id);
+            None if announcement => {
+                if removed {
+                    self.agents.remove(&event.cgroup_id);
                 }
                 return;
             }
-            Entry::Vacant(slot) => slot.insert(Box::new(new_window(startup))),
+            None => state.window.insert(new_window(startup)),
         };
         self.earliest_end_ns = self.earliest_end_ns.min(window.end_ns);
         // A record stamped before the open window (a late snapshot) counts in the open one.
         window.stats.add(event, &mut self.classifier);
-        if matches!(event.body, Body::AgentRemoved(_)) {
-            self.active_since.remove(&event.cgroup_id);
-            if let Some(mut w) = self.open.remove(&event.cgroup_id) {
-                w.partial = true;
-                out.push(*w);
-            }
+        if removed && let Some(mut w) = self.agents.remove(&event.cgroup_id).and_then(|a| a.window)
+        {
+            w.partial = true;
+            out.push(*w);
         }
     }
 
@@ -169,17 +165,14 @@ impl<C: Classifier> Windower<C> {
         if self.earliest_end_ns.saturating_add(self.grace_ns) > now_ns {
             return;
         }
-        let mut due = Vec::new();
         let mut earliest = u64::MAX;
-        for (cg, w) in &self.open {
-            if w.end_ns.saturating_add(self.grace_ns) <= now_ns {
-                due.push(*cg);
-            } else {
-                earliest = earliest.min(w.end_ns);
-            }
-        }
-        for cg in due {
-            if let Some(w) = self.open.remove(&cg) {
+        for state in self.agents.values_mut() {
+            let Some(end) = state.window.as_ref().map(|w| w.end_ns) else {
+                continue;
+            };
+            if end.saturating_add(self.grace_ns) > now_ns {
+                earliest = earliest.min(end);
+            } else if let Some(w) = state.window.take() {
                 out.push(*w);
             }
         }
@@ -189,13 +182,25 @@ impl<C: Classifier> Windower<C> {
 
     /// Closes every open window (end of a replay or shutdown).
     pub fn flush(&mut self, out: &mut Vec<Window>) {
-        out.extend(self.open.drain().map(|(_, mut w)| {
+        out.extend(self.agents.values_mut().filter_map(|a| {
+            let mut w = a.window.take()?;
             w.partial = true;
-            *w
+            Some(*w)
         }));
         self.earliest_end_ns = u64::MAX;
         out.sort_by_key(|w| (w.end_ns, w.cgroup_id));
     }
+}
+
+/// One agent cgroup's place in the [`Windower`].
+#[derive(Default)]
+struct AgentWindows {
+    /// Boot-time ns of its first activity (its first event other than an announcement), `None`
+    /// while it has only been announced.
+    since: Option<u64>,
+    /// Its open window. Boxed: a window is large, and a map of them inline would keep room
+    /// for as many as were ever open at once (every agent) long after they closed.
+    window: Option<Box<Window>>,
 }
 
 #[cfg(test)]
