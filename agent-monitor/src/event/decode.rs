@@ -31,8 +31,9 @@ pub enum DecodeError {
 const CLONE_THREAD: u64 = 0x10000;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
-/// Spare text buffers a [`Decoder`] keeps (a rename or an agent record needs up to three).
-const SPARE_STRINGS: usize = 4;
+/// Spare text and id buffers a [`Decoder`] keeps of each (a rename or an agent record needs up
+/// to three texts).
+const SPARE_BUFFERS: usize = 4;
 
 /// Decodes one raw record. The agent is left `None`: the identity stage fills it.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
@@ -46,8 +47,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
 pub struct Decoder {
     /// Cleared text buffers of earlier events, for the next paths and names.
     strings: Vec<String>,
-    /// The id buffer of an earlier syscall batch.
-    ids: Vec<u16>,
+    /// Cleared id buffers of earlier syscall batches.
+    ids: Vec<Vec<u16>>,
 }
 
 impl Decoder {
@@ -196,13 +197,16 @@ impl Decoder {
                 self.keep(a.class);
                 self.keep(a.cgroup_path);
             }
-            Body::Syscalls { ids } if ids.capacity() > self.ids.capacity() => self.ids = ids,
+            Body::Syscalls { mut ids } if self.ids.len() < SPARE_BUFFERS => {
+                ids.clear();
+                self.ids.push(ids);
+            }
             _ => {}
         }
     }
 
     fn keep(&mut self, mut s: String) {
-        if self.strings.len() < SPARE_STRINGS {
+        if self.strings.len() < SPARE_BUFFERS {
             s.clear();
             self.strings.push(s);
         }
@@ -213,8 +217,10 @@ impl Decoder {
         let count: u32 = field(bytes, offset_of!(SyscallBatch, count));
         let at = offset_of!(SyscallBatch, ids);
         let n = (count as usize).min(SYSCALL_BATCH_LEN);
-        let mut ids = std::mem::take(&mut self.ids);
-        ids.clear();
+        let mut ids = self
+            .ids
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(SYSCALL_BATCH_LEN));
         ids.extend(
             bytes[at..at + 2 * n]
                 .chunks_exact(2)

@@ -15,8 +15,10 @@ use super::rule::RateSpec;
 enum Window {
     /// Timestamps of the latest matching events.
     Count(VecDeque<u64>),
-    /// The latest distinct values (by hash) and when each was last seen.
-    Distinct(Vec<(u64, u64)>),
+    /// The latest distinct values (by hash) and when each was last seen, and a time no later
+    /// than the earliest of those (`u64::MAX`: none), so that the values are swept only when
+    /// one may have expired.
+    Distinct(Vec<(u64, u64)>, u64),
 }
 
 /// Rate windows of every agent, keyed by rule number in the current rule set.
@@ -42,7 +44,7 @@ impl Rates {
             None => self.agents.entry(agent.clone()).or_default(),
         };
         let window = windows.entry(rule).or_insert_with(|| match spec.distinct {
-            Some(_) => Window::Distinct(Vec::new()),
+            Some(_) => Window::Distinct(Vec::new(), u64::MAX),
             None => Window::Count(VecDeque::new()),
         });
         let within = u64::try_from(spec.within.as_nanos()).unwrap_or(u64::MAX);
@@ -56,12 +58,18 @@ impl Rates {
                 times.push_back(ts_ns);
                 times.len()
             }
-            Window::Distinct(seen) => {
-                seen.retain(|(_, t)| !expired(*t));
+            Window::Distinct(seen, oldest) => {
+                if expired(*oldest) {
+                    seen.retain(|(_, t)| !expired(*t));
+                    *oldest = seen.iter().map(|(_, t)| *t).min().unwrap_or(u64::MAX);
+                }
                 let v = value.unwrap_or(0);
                 match seen.iter_mut().find(|(h, _)| *h == v) {
                     Some(entry) => entry.1 = entry.1.max(ts_ns),
-                    None => seen.push((v, ts_ns)),
+                    None => {
+                        seen.push((v, ts_ns));
+                        *oldest = (*oldest).min(ts_ns);
+                    }
                 }
                 seen.len()
             }
@@ -71,7 +79,10 @@ impl Rates {
         }
         match window {
             Window::Count(times) => times.clear(),
-            Window::Distinct(seen) => seen.clear(),
+            Window::Distinct(seen, oldest) => {
+                seen.clear();
+                *oldest = u64::MAX;
+            }
         }
         Some(count)
     }
