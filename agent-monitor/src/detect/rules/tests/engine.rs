@@ -177,6 +177,22 @@ fn distinct_values_expire() {
 }
 
 #[test]
+fn a_value_seen_again_outlives_the_values_around_it() {
+    let mut e = engine(SCAN);
+    let at = |t: u64, port: u16| event(Some(("a", "fraud")), t * SEC, connect("10.0.0.1", port));
+    for port in [1, 2, 3] {
+        assert!(run(&mut e, &at(0, port)).is_empty());
+    }
+    assert!(run(&mut e, &at(50, 1)).is_empty());
+    // At 70 s ports 2 and 3 have expired; port 1, seen again at 50 s, has not.
+    assert!(run(&mut e, &at(70, 4)).is_empty());
+    assert!(run(&mut e, &at(70, 5)).is_empty());
+    let f = run(&mut e, &at(71, 6));
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].summary, "a tried 4 ports in 1m");
+}
+
+#[test]
 fn agent_removed_drops_rate_state() {
     let mut e = engine(BURST);
     run(
