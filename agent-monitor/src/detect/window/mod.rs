@@ -167,13 +167,12 @@ impl<C: Classifier> Windower<C> {
         }
         let mut earliest = u64::MAX;
         for state in self.agents.values_mut() {
-            let Some(end) = state.window.as_ref().map(|w| w.end_ns) else {
-                continue;
-            };
-            if end.saturating_add(self.grace_ns) > now_ns {
-                earliest = earliest.min(end);
-            } else if let Some(w) = state.window.take() {
-                out.push(*w);
+            match &state.window {
+                Some(w) if w.end_ns.saturating_add(self.grace_ns) > now_ns => {
+                    earliest = earliest.min(w.end_ns);
+                }
+                Some(_) => out.extend(state.window.take().map(|w| *w)),
+                None => {}
             }
         }
         self.earliest_end_ns = earliest;
