@@ -76,6 +76,12 @@ impl<T: Send + 'static> SnapshotWorker<T> {
                         let record = run(&snapshotter, &in_flight, &job);
                         // The pipeline may be gone at exit: nothing left to tell.
                         let _ = report.send((job.tag, record));
+                        // Busy until the record is sent, so that `completed`, which waits
+                        // while busy, always finds it.
+                        in_flight
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&job.cgroup_dir);
                     }
                 })?
         };
@@ -190,8 +196,7 @@ fn run<T>(snapshotter: &Snapshotter, in_flight: &Jobs, job: &Job<T>) -> Snapshot
         freeze: true,
         keep_frozen: job.keep_frozen && !released(in_flight),
     });
-    let mut jobs = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
-    if jobs.remove(&job.cgroup_dir).is_some_and(|j| j.released) && record.frozen_now {
+    if released(in_flight) && record.frozen_now {
         let thaw = snapshotter.thaw(&job.cgroup_dir);
         record.frozen_now = !thaw.ok;
         record
