@@ -47,6 +47,11 @@ impl Phases {
         self.last = now;
     }
 
+    /// Whether the phase `name` has ended.
+    pub fn has(&self, name: &str) -> bool {
+        self.parts.iter().any(|(n, _)| *n == name)
+    }
+
     /// Since the start, in milliseconds.
     pub fn total_ms(&self) -> f64 {
         ms(self.last - self.start)
@@ -88,5 +93,6 @@ mod tests {
         assert!(a >= 2.0, "{j}");
         assert!(j["total"].as_f64().unwrap() >= a + b - 0.02, "{j}");
         assert_eq!(j.as_object().unwrap().len(), 3);
+        assert!(p.has("a") && !p.has("c"));
     }
 }

@@ -129,13 +129,11 @@ pub fn start_timed(
         }),
         identity_changed: kube.map(|(node, _)| node.pods.changed()),
     };
-    let programs = kernel.loaded_programs();
     let mut source = LiveSource::new(kernel, maps, registry, &live, initial)?;
     phases.done("cgroup_scan");
-    // Observability hook: the probes learn that the programs are attached, the cgroup scan is
-    // done, and from now on every drain and map read.
+    // Observability hook: the probes learn that the cgroup scan is done, and from now on every
+    // drain and map read; the source tells them when every program is attached.
     if let Some(health) = pipeline.health() {
-        health.set_programs_attached(u32::try_from(programs).unwrap_or(u32::MAX));
         health
             .identity_source("cgroups")
             .set_synced(true, "configured and watched cgroups scanned");
@@ -144,7 +142,7 @@ pub fn start_timed(
     update_wake_kinds(&mut source, pipeline, config);
     return_freed_heap();
     log::info!(
-        "programs attached; {} agent cgroup(s) monitored; cgroup v2 at {}",
+        "programs loaded; {} agent cgroup(s) monitored; cgroup v2 at {}",
         source.registry().len(),
         platform.cgroup_v2.display()
     );
@@ -235,18 +233,15 @@ pub async fn run(
     if let (Some(node), Some(health)) = (&node, pipeline.health()) {
         watch_pod_sync(node.pods.clone(), health.identity_source("kubernetes"));
     }
-    if let Some(ready) = &args.ready_file {
-        std::fs::write(ready, b"ready\n")
-            .with_context(|| format!("writing {}", ready.display()))?;
-    }
-    phases.done("ready");
-    phases.log();
     run_until_stopped(
         &mut source,
         &mut pipeline,
         args.duration,
         config,
-        Some(phases),
+        Some(Start {
+            phases,
+            ready_file: args.ready_file.as_deref(),
+        }),
     )
     .await?;
     log::info!("stopped: {:?}", pipeline.stats);
@@ -280,6 +275,39 @@ fn watch_pod_sync(
     });
 }
 
+/// What `run_until_stopped` reports of the start: the phases up to the first events and to
+/// readiness (every program attached), and the file that tells readiness.
+pub struct Start<'a> {
+    pub phases: Phases,
+    pub ready_file: Option<&'a Path>,
+}
+
+impl Start<'_> {
+    /// After each batch: the first one ends the `first_batch` phase; once every program is
+    /// attached the daemon is ready (the ready file is written) and the phases are logged.
+    /// True when there is nothing left to report.
+    fn after_batch(
+        &mut self,
+        pipeline: &mut Pipeline,
+        source: &LiveSource,
+    ) -> anyhow::Result<bool> {
+        if !self.phases.has("first_batch") {
+            pipeline.flush()?;
+            self.phases.done("first_batch");
+        }
+        if !source.cgroup_hooks_attached() {
+            return Ok(false);
+        }
+        self.phases.done("cgroup_hooks_attached");
+        if let Some(ready) = self.ready_file {
+            std::fs::write(ready, b"ready\n")
+                .with_context(|| format!("writing {}", ready.display()))?;
+        }
+        self.phases.log();
+        Ok(true)
+    }
+}
+
 /// Runs until SIGINT/SIGTERM or `duration`, then drains what the kernel still holds. SIGHUP
 /// reloads the rules between two batches; release requests left by the CLI are carried out,
 /// actions finished off the pipeline thread (forensic snapshots) are reported, and metrics that
@@ -289,7 +317,7 @@ pub async fn run_until_stopped(
     pipeline: &mut Pipeline,
     duration: Option<Duration>,
     config: &Config,
-    mut phases: Option<Phases>,
+    mut start: Option<Start<'_>>,
 ) -> anyhow::Result<()> {
     let state = agent_monitor::respond::state::StateDir::new(&config.state_dir);
     let mut releases = tokio::time::interval(Duration::from_millis(100));
@@ -315,10 +343,10 @@ pub async fn run_until_stopped(
                     break;
                 }
                 pipeline.process(&batch)?;
-                if let Some(mut p) = phases.take() {
-                    pipeline.flush()?;
-                    p.done("first_batch");
-                    p.log();
+                if let Some(s) = &mut start
+                    && s.after_batch(pipeline, source)?
+                {
+                    start = None;
                 }
             }
             _ = hup.recv() => {

@@ -63,6 +63,10 @@ const OPTIONAL: &[&str] = &["fchmodat2", "openat2", "clone3"];
 const SOCK_ADDR_PROGRAMS: &[&str] = &[
     "connect4", "connect6", "bind4", "bind6", "sendmsg4", "sendmsg6",
 ];
+const SKB_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
+    ("skb_egress", CgroupSkbAttachType::Egress),
+    ("skb_ingress", CgroupSkbAttachType::Ingress),
+];
 
 /// Names of the pinned maps, also their file names in the pin directory.
 pub const CONTAINMENT_MAP: &str = "CONTAINMENT";
@@ -85,7 +89,9 @@ pub struct LoadOptions {
 /// stay while a containment is in force (see [`Pins`]).
 pub struct Kernel {
     pins: Option<Pins>,
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
+    /// The cgroup v2 root the socket and packet hooks attach to, until they are attached.
+    cgroup_root: Option<(File, u64)>,
 }
 
 /// The containment maps, for [`crate::respond::contain::Containment::open`].
@@ -191,12 +197,20 @@ pub struct KernelMaps {
 }
 
 impl Kernel {
+    /// Loads every program and attaches all of them.
     pub fn load(platform: &Platform, opts: &LoadOptions) -> anyhow::Result<(Self, KernelMaps)> {
-        Self::load_timed(platform, opts, &mut crate::startup::Phases::default())
+        let (mut kernel, maps) =
+            Self::load_timed(platform, opts, &mut crate::startup::Phases::default())?;
+        kernel.attach_cgroup_hooks()?;
+        Ok((kernel, maps))
     }
 
-    /// [`Kernel::load`], timing its phases: the kernel's BTF read, the object loaded (maps
-    /// created), the programs verified and attached.
+    /// Loads (verifies) every program and attaches the tracepoints, timing the phases: the
+    /// kernel's BTF read, the object loaded (maps created), the programs verified and the
+    /// tracepoints attached. The socket and packet hooks wait for
+    /// [`Kernel::attach_cgroup_hooks`]: each of their attachments makes the kernel recompute the
+    /// programs of every cgroup on the host (tens of ms with 10,000 agents, PERF-ANCHORS row 8),
+    /// which need not delay the first file and process events.
     pub fn load_timed(
         platform: &Platform,
         opts: &LoadOptions,
@@ -290,61 +304,19 @@ impl Kernel {
         exit.attach("sched", "sched_process_exit")
             .context("attaching sched_process_exit")?;
 
-        // Attached through bpf_link, which always coexists with other programs on the same cgroup
-        // (another monitor, systemd); the "single" mode only means no legacy attach flags.
-        // With a pin directory the enforcing hooks (connect, sendmsg, egress) go through links
-        // pinned there: a restarted daemon swaps their program atomically, so they never stack
-        // and never lapse.
-        let root = File::open(&platform.cgroup_v2)
-            .with_context(|| format!("opening cgroup v2 root {}", platform.cgroup_v2.display()))?;
-        let root_id = crate::cgroup::id_of(&platform.cgroup_v2)?;
-        let pinned_link = |name: &str| {
-            pins.as_ref().and_then(|p| {
-                PINNED_HOOKS
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, ty)| (p.dir.join(LINKS_DIR).join(name), *ty))
-            })
-        };
-        let mut reused = 0;
+        // Verified now, so that a program the kernel refuses stops the start.
         for name in SOCK_ADDR_PROGRAMS {
             let p: &mut CgroupSockAddr = program(&mut ebpf, name)?;
             p.load().with_context(|| format!("loading {name}"))?;
-            if let Some((path, ty)) = pinned_link(name) {
-                reused += usize::from(
-                    pin::attach_pinned(p.fd()?.as_fd(), root.as_fd(), root_id, ty, &path)
-                        .with_context(|| format!("attaching {name} through {}", path.display()))?,
-                );
-            } else {
-                p.attach(&root, CgroupAttachMode::Single)
-                    .with_context(|| format!("attaching {name} to the cgroup v2 root"))?;
-            }
         }
-        for (name, ty) in [
-            ("skb_egress", CgroupSkbAttachType::Egress),
-            ("skb_ingress", CgroupSkbAttachType::Ingress),
-        ] {
+        for name in SKB_PROGRAMS.map(|(name, _)| name) {
             let p: &mut CgroupSkb = program(&mut ebpf, name)?;
             p.load().with_context(|| format!("loading {name}"))?;
-            if let Some((path, attach)) = pinned_link(name) {
-                reused += usize::from(
-                    pin::attach_pinned(p.fd()?.as_fd(), root.as_fd(), root_id, attach, &path)
-                        .with_context(|| format!("attaching {name} through {}", path.display()))?,
-                );
-            } else {
-                p.attach(&root, ty, CgroupAttachMode::Single)
-                    .with_context(|| format!("attaching {name} to the cgroup v2 root"))?;
-            }
         }
-        if let Some(p) = &pins {
-            log::info!(
-                "containment pinned in {} ({reused} of {} pinned links taken over)",
-                p.dir.display(),
-                PINNED_HOOKS.len()
-            );
-        }
-
-        phases.done("programs_verified_and_attached");
+        let root = File::open(&platform.cgroup_v2)
+            .with_context(|| format!("opening cgroup v2 root {}", platform.cgroup_v2.display()))?;
+        let root_id = crate::cgroup::id_of(&platform.cgroup_v2)?;
+        phases.done("programs_verified_and_tracepoints_attached");
         let mut take = |name: &str| {
             ebpf.take_map(name)
                 .with_context(|| format!("map {name} missing"))
@@ -371,15 +343,83 @@ impl Kernel {
                 );
             }
         }
-        Ok((Self { pins, _ebpf: ebpf }, maps))
+        Ok((
+            Self {
+                pins,
+                ebpf,
+                cgroup_root: Some((root, root_id)),
+            },
+            maps,
+        ))
     }
 }
 
 impl Kernel {
+    /// Attaches the socket-address and packet hooks to the cgroup v2 root (once; later calls
+    /// do nothing). Until then connects, binds and packets are neither seen nor contained.
+    /// With a pin directory the enforcing hooks go through links pinned there (see
+    /// [`super::pin`]), so a containment pinned by an earlier daemon enforces meanwhile.
+    pub fn attach_cgroup_hooks(&mut self) -> anyhow::Result<()> {
+        let Some((root, root_id)) = self.cgroup_root.take() else {
+            return Ok(());
+        };
+        let (ebpf, pins) = (&mut self.ebpf, &self.pins);
+        let pinned_link = |name: &str| {
+            pins.as_ref().and_then(|p| {
+                PINNED_HOOKS
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, ty)| (p.dir.join(LINKS_DIR).join(name), *ty))
+            })
+        };
+        // Attached through bpf_link, which always coexists with other programs on the same
+        // cgroup (another monitor, systemd); the "single" mode only means no legacy attach
+        // flags. Pinned links: a restarted daemon swaps their program atomically, so they
+        // never stack and never lapse.
+        let mut reused = 0;
+        for name in SOCK_ADDR_PROGRAMS {
+            let p: &mut CgroupSockAddr = program(ebpf, name)?;
+            if let Some((path, ty)) = pinned_link(name) {
+                reused += usize::from(
+                    pin::attach_pinned(p.fd()?.as_fd(), root.as_fd(), root_id, ty, &path)
+                        .with_context(|| format!("attaching {name} through {}", path.display()))?,
+                );
+            } else {
+                p.attach(&root, CgroupAttachMode::Single)
+                    .with_context(|| format!("attaching {name} to the cgroup v2 root"))?;
+            }
+        }
+        for (name, ty) in SKB_PROGRAMS {
+            let p: &mut CgroupSkb = program(ebpf, name)?;
+            if let Some((path, attach)) = pinned_link(name) {
+                reused += usize::from(
+                    pin::attach_pinned(p.fd()?.as_fd(), root.as_fd(), root_id, attach, &path)
+                        .with_context(|| format!("attaching {name} through {}", path.display()))?,
+                );
+            } else {
+                p.attach(&root, ty, CgroupAttachMode::Single)
+                    .with_context(|| format!("attaching {name} to the cgroup v2 root"))?;
+            }
+        }
+        if let Some(p) = pins {
+            log::info!(
+                "containment pinned in {} ({reused} of {} pinned links taken over)",
+                p.dir.display(),
+                PINNED_HOOKS.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether [`Kernel::attach_cgroup_hooks`] has run.
+    pub fn cgroup_hooks_attached(&self) -> bool {
+        self.cgroup_root.is_none()
+    }
+
     /// Programs the kernel reports as loaded (its program info answers); `load` attached
     /// every one of them or failed.
     pub fn loaded_programs(&self) -> usize {
-        self._ebpf
+        self.ebpf
             .programs()
             .filter(|(_, p)| p.info().is_ok())
             .count()

@@ -46,7 +46,7 @@ pub struct LiveOptions {
 }
 
 pub struct LiveSource {
-    _kernel: Kernel,
+    kernel: Kernel,
     ring: AsyncFd<RingBuf<MapData>>,
     wake: WakeKinds,
     registry: AgentRegistry,
@@ -68,6 +68,8 @@ pub struct LiveSource {
     backlog: bool,
     /// The start-up scan's second pass, still to run.
     recheck: Recheck,
+    /// The reader has woken once: the first drain is done.
+    woken: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -110,7 +112,7 @@ impl LiveSource {
             None => opts.rescan_interval.min(RESCAN_WITHOUT_INOTIFY),
         };
         let mut source = Self {
-            _kernel: kernel,
+            kernel,
             // SAFETY: the ring buffer owns its fd for as long as the AsyncFd holds it.
             ring: unsafe { AsyncFd::register(maps.events) }
                 .map_err(|e| anyhow::anyhow!("registering the ring buffer fd: {e}"))?,
@@ -135,6 +137,7 @@ impl LiveSource {
             ring_buffer_bytes: opts.ring_buffer_bytes,
             backlog: false,
             recheck: Recheck::No,
+            woken: false,
         };
         // One pass, then the directories it found are watched; cgroups made in them before
         // their watch are found by a second pass, which waits for the first wake-up (the first
@@ -311,6 +314,29 @@ impl LiveSource {
 }
 
 impl LiveSource {
+    /// After the first drain: attaches the socket and packet hooks that
+    /// [`Kernel::load_timed`] left for later, and reports them to the probes. True when it
+    /// attached them now (the batch is then empty: the caller learns that the daemon is
+    /// complete, see [`LiveSource::cgroup_hooks_attached`]).
+    fn attach_cgroup_hooks(&mut self) -> anyhow::Result<bool> {
+        if self.kernel.cgroup_hooks_attached() {
+            return Ok(false);
+        }
+        self.kernel.attach_cgroup_hooks()?;
+        if let Some(h) = &self.health {
+            h.set_programs_attached(
+                u32::try_from(self.kernel.loaded_programs()).unwrap_or(u32::MAX),
+            );
+        }
+        Ok(true)
+    }
+
+    /// Whether every program is attached: until the first drain, the socket and packet hooks
+    /// are not (connects, binds and packets are neither seen nor contained yet).
+    pub fn cgroup_hooks_attached(&self) -> bool {
+        self.kernel.cgroup_hooks_attached()
+    }
+
     /// Once per snapshot: a lookup that must succeed while the maps are readable (slot 0 of
     /// the per-CPU loss counters always exists), and the ring buffer fill of the interval.
     fn observe_maps(&mut self) {
@@ -326,6 +352,9 @@ impl LiveSource {
 impl EventSource for LiveSource {
     async fn next_batch(&mut self, batch: &mut Batch) -> anyhow::Result<bool> {
         batch.clear();
+        if self.woken && self.attach_cgroup_hooks()? {
+            return Ok(true);
+        }
         let changed = self.identity_changed.clone();
         loop {
             if self.recheck == Recheck::Now {
@@ -356,11 +385,13 @@ impl EventSource for LiveSource {
                     self.rescan_now(batch)?;
                 }
             }
+            self.woken = true;
             if self.recheck == Recheck::AfterFirstWake {
                 self.recheck = Recheck::Now;
             }
             self.hold_pending(batch);
-            if !batch.is_empty() {
+            // The first events go out before the cgroup hooks are attached (next call).
+            if !batch.is_empty() || self.attach_cgroup_hooks()? {
                 return Ok(true);
             }
         }
