@@ -86,32 +86,42 @@ pub fn startup(
             .spawn()?;
         let out = daemon.stdout.take().context("daemon stdout")?;
         let err = daemon.stderr.take().context("daemon stderr")?;
-        // The daemon's own phase timings (the last line has the most phases).
+        // The daemon's own phase timings, logged once every program is attached (after the
+        // first batch).
+        let (phases_tx, phases_rx) = std::sync::mpsc::channel();
         let log = std::thread::spawn(move || {
-            BufReader::new(err)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| {
-                    let (_, json) = l.split_once(agent_monitor::startup::LOG_PREFIX)?;
-                    serde_json::from_str::<Value>(json).ok()
-                })
-                .last()
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Some((_, json)) = line.split_once(agent_monitor::startup::LOG_PREFIX)
+                    && let Ok(v) = serde_json::from_str::<Value>(json)
+                {
+                    let _ = phases_tx.send(v);
+                }
+            }
         });
         let mut first = None;
-        for line in BufReader::new(out).lines() {
-            if line?.contains(r#""kind":"open""#) {
+        let mut out = BufReader::new(out);
+        let mut line = String::new();
+        while out.read_line(&mut line)? > 0 {
+            if line.contains(r#""kind":"open""#) {
                 first = Some(start.elapsed());
                 break;
             }
+            line.clear();
         }
-        // The phases line after the first batch is written just after that batch's output.
-        std::thread::sleep(Duration::from_millis(50));
+        // The rest of the output is read until the daemon ends: a full pipe would stop it before
+        // it finishes starting.
+        let drain = std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        phases.push(
+            phases_rx
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap_or(Value::Null),
+        );
         let _ = daemon.kill();
         let _ = daemon.wait();
+        let _ = (log.join(), drain.join());
         if let Some(t) = first {
             times.push(t.as_secs_f64() * 1e3);
         }
-        phases.push(log.join().ok().flatten().unwrap_or(Value::Null));
     }
     let _ = busy.kill();
     let _ = busy.wait();
