@@ -85,8 +85,8 @@ pub struct LoadOptions {
     pub pin_dir: Option<PathBuf>,
 }
 
-/// Loaded and attached programs. Dropping it detaches the unpinned programs; the pinned links
-/// stay while a containment is in force (see [`Pins`]).
+/// Loaded programs, attached in two steps (see [`Kernel::load_timed`]). Dropping it detaches the
+/// unpinned programs; the pinned links stay while a containment is in force (see [`Pins`]).
 pub struct Kernel {
     pins: Option<Pins>,
     ebpf: Ebpf,
@@ -416,8 +416,8 @@ impl Kernel {
         self.cgroup_root.is_none()
     }
 
-    /// Programs the kernel reports as loaded (its program info answers); `load` attached
-    /// every one of them or failed.
+    /// Programs the kernel reports as loaded (its program info answers); once
+    /// [`Kernel::attach_cgroup_hooks`] has run, every one of them is attached.
     pub fn loaded_programs(&self) -> usize {
         self.ebpf
             .programs()
