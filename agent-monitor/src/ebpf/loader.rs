@@ -355,13 +355,14 @@ impl Kernel {
 }
 
 impl Kernel {
-    /// Attaches the socket-address and packet hooks to the cgroup v2 root (once; later calls
-    /// do nothing). Until then connects, binds and packets are neither seen nor contained.
-    /// With a pin directory the enforcing hooks go through links pinned there (see
-    /// [`super::pin`]), so a containment pinned by an earlier daemon enforces meanwhile.
-    pub fn attach_cgroup_hooks(&mut self) -> anyhow::Result<()> {
+    /// Attaches the socket-address and packet hooks to the cgroup v2 root; true when it
+    /// attached them now (later calls do nothing). Until then connects, binds and packets are
+    /// neither seen nor contained. With a pin directory the enforcing hooks go through links
+    /// pinned there (see [`super::pin`]), so a containment pinned by an earlier daemon
+    /// enforces meanwhile.
+    pub fn attach_cgroup_hooks(&mut self) -> anyhow::Result<bool> {
         let Some((root, root_id)) = self.cgroup_root.take() else {
-            return Ok(());
+            return Ok(false);
         };
         let (ebpf, pins) = (&mut self.ebpf, &self.pins);
         let pinned_link = |name: &str| {
@@ -408,7 +409,7 @@ impl Kernel {
                 PINNED_HOOKS.len()
             );
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Whether [`Kernel::attach_cgroup_hooks`] has run.

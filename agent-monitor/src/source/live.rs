@@ -319,10 +319,9 @@ impl LiveSource {
     /// attached them now (the batch is then empty: the caller learns that the daemon is
     /// complete, see [`LiveSource::cgroup_hooks_attached`]).
     fn attach_cgroup_hooks(&mut self) -> anyhow::Result<bool> {
-        if self.kernel.cgroup_hooks_attached() {
+        if !self.kernel.attach_cgroup_hooks()? {
             return Ok(false);
         }
-        self.kernel.attach_cgroup_hooks()?;
         if let Some(h) = &self.health {
             h.set_programs_attached(
                 u32::try_from(self.kernel.loaded_programs()).unwrap_or(u32::MAX),
