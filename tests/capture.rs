@@ -397,3 +397,68 @@ fn path_on_a_page_not_mapped_at_entry_arrives_with_its_path() {
         "the child's open: {opens:?}"
     );
 }
+
+/// The reader maps the ring buffer's data once, so a record that runs past its end arrives in
+/// two pieces that the reader joins. Opens, several times the size of a 1 MiB buffer in all, must each arrive whole and in order: a badly joined record would
+/// show as a wrong path, a misread length as a lost or garbled record after it.
+#[test]
+fn records_that_wrap_around_the_ring_buffer_arrive_whole() {
+    const OPENS: usize = 12_000;
+    let cgroups = TestCgroups::new("wrap");
+    let agent = cgroups.dir("agents/fraud/wrap");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = format!(
+        "watch: [{}]\nring_buffer_mib: 1\n",
+        cgroups.root.join("agents").display()
+    );
+    let daemon = Daemon::start(tmp.path(), &config, None);
+    // Paths of 24 to 223 bytes (whole in a record) that name their index; none exists (a
+    // failed open is an event too).
+    let path = |i: usize| format!("/nonexistent/wrap-{i:05}-{}", "x".repeat(i * 7 % 200));
+    let paths: Vec<CString> = (0..OPENS).map(|i| CString::new(path(i)).unwrap()).collect();
+    let procs = CString::new(agent.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
+    // SAFETY: the child makes only async-signal-safe calls (open, write, nanosleep) and exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: as above; "0" moves the writing process into the cgroup.
+        unsafe {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                libc::_exit(1);
+            }
+            for (i, p) in paths.iter().enumerate() {
+                libc::open(p.as_ptr(), libc::O_RDONLY);
+                // A pause every few KB of records: the test is about how records are read, not
+                // about outrunning the reader (of a debug build, in tests).
+                if i % 20 == 19 {
+                    let pause = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 2_000_000,
+                    };
+                    libc::nanosleep(&pause, std::ptr::null_mut());
+                }
+            }
+            libc::_exit(0);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    std::thread::sleep(Duration::from_millis(250));
+    let events = daemon.stop();
+    let lost: Vec<&Value> = of_kind(&events, "lost").collect();
+    assert!(lost.is_empty(), "kernel losses: {lost:?}");
+    let got: Vec<&str> = of_kind(&events, "open")
+        .filter(|e| e["pid"] == pid)
+        .filter_map(|e| e["path"].as_str())
+        .filter(|p| p.starts_with("/nonexistent/wrap-"))
+        .collect();
+    let bytes = got.len() * std::mem::size_of::<agent_monitor_common::PathEvent>();
+    assert!(bytes > 3 << 20, "{bytes} bytes of opens: the buffer wrapped too few times");
+    assert_eq!(got.len(), OPENS, "every open arrives");
+    for (i, p) in got.iter().enumerate() {
+        assert_eq!(*p, path(i), "open {i}");
+    }
+}

@@ -119,7 +119,6 @@ pub fn start_timed(
         registry = registry.with_pods(Arc::new(node.pods.clone()));
     }
     let live = LiveOptions {
-        ring_buffer_bytes: opts.ring_buffer_bytes,
         poll_interval: Duration::from_millis(config.poll_interval_ms),
         snapshot_interval: Duration::from_millis(config.snapshot_interval_ms),
         rescan_interval: Duration::from_millis(config.rescan_interval_ms),

@@ -12,7 +12,7 @@ use std::{
 use agent_monitor_common::{AgentSlot, ContainPolicy, Denials, FlowCounters, SyscallRow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, RingBuf},
+    maps::{Array, HashMap, Map, MapData},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Program,
         ProgramError, RawTracePoint, TracePoint,
@@ -182,7 +182,8 @@ fn check_pinned(path: &Path, key: usize, value: usize) -> anyhow::Result<()> {
 
 /// The maps the daemon reads and writes.
 pub struct KernelMaps {
-    pub events: RingBuf<MapData>,
+    /// The ring buffer, read by [`crate::source::LiveSource`]'s own reader.
+    pub events: MapData,
     pub monitored: HashMap<MapData, u64, AgentSlot>,
     /// Per agent and CPU (see [`agent_monitor_common::cpu_row`]).
     pub syscall_counts: Array<MapData, SyscallRow>,
@@ -322,7 +323,10 @@ impl Kernel {
                 .with_context(|| format!("map {name} missing"))
         };
         let maps = KernelMaps {
-            events: RingBuf::try_from(take("EVENTS")?)?,
+            events: match take("EVENTS")? {
+                Map::RingBuf(data) => data,
+                _ => anyhow::bail!("map EVENTS is not a ring buffer"),
+            },
             monitored: HashMap::try_from(take("MONITORED")?)?,
             syscall_counts: Array::try_from(take("SYSCALL_COUNTS")?)?,
             lost: Array::try_from(take("LOST")?)?,

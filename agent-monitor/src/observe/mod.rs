@@ -18,7 +18,6 @@ pub mod names;
 pub mod otlp;
 pub mod otlp_sink;
 mod recorder;
-pub mod ringfill;
 
 use std::{net::SocketAddr, time::Duration};
 

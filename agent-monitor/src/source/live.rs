@@ -3,7 +3,6 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::unix::AsyncFd,
     sync::Notify,
@@ -14,6 +13,7 @@ use super::{
     Batch, EventSource,
     cgroup_watch::CgroupWatch,
     hold::{Hold, HoldOptions, HoldStats},
+    ring::RingReader,
     snapshots::Snapshots,
 };
 use crate::{
@@ -32,8 +32,6 @@ pub const RESCAN_WITHOUT_INOTIFY: Duration = Duration::from_millis(100);
 const DRAIN_BYTES: usize = 256 << 10;
 
 pub struct LiveOptions {
-    /// Size of the ring buffer the programs were loaded with, in bytes (for its fill metric).
-    pub ring_buffer_bytes: u32,
     pub poll_interval: Duration,
     pub snapshot_interval: Duration,
     /// Rescans of every agent directory as a safety net; changes are noticed at once through
@@ -47,7 +45,7 @@ pub struct LiveOptions {
 
 pub struct LiveSource {
     kernel: Kernel,
-    ring: AsyncFd<RingBuf<MapData>>,
+    ring: AsyncFd<RingReader>,
     wake: WakeKinds,
     registry: AgentRegistry,
     snapshots: Snapshots,
@@ -60,10 +58,8 @@ pub struct LiveSource {
     cgroup_watch: Option<CgroupWatch>,
     /// Hold counts already published as metrics.
     published: HoldStats,
-    /// Observability: drains and map reads reported to the probes, ring buffer fill sampled.
+    /// Observability: drains and map reads reported to the probes.
     health: Option<crate::observe::Health>,
-    fill: Option<crate::observe::ringfill::RingFill>,
-    ring_buffer_bytes: u32,
     /// The last drain stopped at [`DRAIN_BYTES`]: records are waiting.
     backlog: bool,
     /// The start-up scan's second pass, still to run.
@@ -113,8 +109,8 @@ impl LiveSource {
         };
         let mut source = Self {
             kernel,
-            // SAFETY: the ring buffer owns its fd for as long as the AsyncFd holds it.
-            ring: unsafe { AsyncFd::register(maps.events) }
+            // SAFETY: the reader owns the map's fd for as long as the AsyncFd holds it.
+            ring: unsafe { AsyncFd::register(RingReader::new(maps.events)?) }
                 .map_err(|e| anyhow::anyhow!("registering the ring buffer fd: {e}"))?,
             wake: WakeKinds::new(maps.wake_kinds),
             registry,
@@ -133,8 +129,6 @@ impl LiveSource {
             cgroup_watch,
             published: HoldStats::default(),
             health: None,
-            fill: None,
-            ring_buffer_bytes: opts.ring_buffer_bytes,
             backlog: false,
             recheck: Recheck::No,
             woken: false,
@@ -148,14 +142,8 @@ impl LiveSource {
         Ok(source)
     }
 
-    /// Reports drains and kernel map reads to `health`, and the ring buffer fill to the
-    /// metrics, from now on.
+    /// Reports drains and kernel map reads to `health` from now on.
     pub fn set_health(&mut self, health: crate::observe::Health) {
-        let size = self.ring_buffer_bytes;
-        match crate::observe::ringfill::RingFill::new(self.ring.get_ref(), size) {
-            Ok(fill) => self.fill = Some(fill),
-            Err(e) => log::warn!("ring buffer fill not measured: mapping its positions: {e}"),
-        }
         self.health = Some(health);
     }
 
@@ -294,22 +282,10 @@ impl LiveSource {
     }
 
     fn drain(&mut self, batch: &mut Batch) {
-        if let Some(fill) = &mut self.fill {
-            fill.sample();
-        }
         if let Some(h) = &self.health {
             h.drained();
         }
-        let ring = self.ring.get_mut();
-        let limit = batch.bytes() + DRAIN_BYTES;
-        while batch.bytes() < limit {
-            let Some(item) = ring.next() else {
-                self.backlog = false;
-                return;
-            };
-            batch.push(&item);
-        }
-        self.backlog = true;
+        self.backlog = self.ring.get_mut().drain(batch, DRAIN_BYTES);
     }
 }
 
@@ -337,14 +313,14 @@ impl LiveSource {
     }
 
     /// Once per snapshot: a lookup that must succeed while the maps are readable (slot 0 of
-    /// the per-CPU loss counters always exists), and the ring buffer fill of the interval.
+    /// the per-CPU loss counters always exists), and the highest ring buffer fill of the
+    /// interval.
     fn observe_maps(&mut self) {
         if let Some(h) = &self.health {
             h.maps_read(self.snapshots.probe_read());
         }
-        if let Some(fill) = &mut self.fill {
-            metrics::gauge!(crate::observe::names::RINGBUF_FILL).set(fill.take_max());
-        }
+        metrics::gauge!(crate::observe::names::RINGBUF_FILL)
+            .set(self.ring.get_mut().take_max_fill());
     }
 }
 

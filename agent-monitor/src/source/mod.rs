@@ -5,6 +5,7 @@ mod cgroup_watch;
 pub mod hold;
 mod live;
 mod replay;
+mod ring;
 mod snapshots;
 
 pub use hold::{HoldOptions, HoldStats};
@@ -26,6 +27,13 @@ impl Batch {
 
     pub fn push(&mut self, record: &[u8]) {
         self.buf.extend_from_slice(record);
+        self.ends.push(self.buf.len());
+    }
+
+    /// One record given in two pieces (one that wrapped around the ring buffer's end).
+    pub fn push_parts(&mut self, first: &[u8], second: &[u8]) {
+        self.buf.extend_from_slice(first);
+        self.buf.extend_from_slice(second);
         self.ends.push(self.buf.len());
     }
 
