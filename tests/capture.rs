@@ -456,7 +456,10 @@ fn records_that_wrap_around_the_ring_buffer_arrive_whole() {
         .filter(|p| p.starts_with("/nonexistent/wrap-"))
         .collect();
     let bytes = got.len() * std::mem::size_of::<agent_monitor_common::PathEvent>();
-    assert!(bytes > 3 << 20, "{bytes} bytes of opens: the buffer wrapped too few times");
+    assert!(
+        bytes > 3 << 20,
+        "{bytes} bytes of opens: the buffer wrapped too few times"
+    );
     assert_eq!(got.len(), OPENS, "every open arrives");
     for (i, p) in got.iter().enumerate() {
         assert_eq!(*p, path(i), "open {i}");

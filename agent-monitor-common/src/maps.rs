@@ -34,7 +34,7 @@ pub const DEFAULT_MAX_AGENTS: u32 = 1024;
 /// Default ring buffer size (the daemon may change it at load time, config `ring_buffer_mib`):
 /// about 3 times what 5 ms of a 4 M events/s burst of small records needs, 16 times the unread
 /// data that forces a wakeup, and 13 ms of 1 M path events/s (320 bytes each). The reader maps
-/// it twice, so it shows twice in the daemon's RSS (PERF-ANCHORS row 7: 25 MiB in all).
+/// its pages once, so it shows once in the daemon's RSS (PERF-ANCHORS row 7: 25 MiB in all).
 pub const RING_BUF_BYTES: u32 = 4 << 20;
 
 /// Above this much unread data the kernel forces a consumer wakeup even for batched events.

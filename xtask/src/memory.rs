@@ -37,7 +37,7 @@ pub struct Options {
     #[arg(long, default_value_t = 5)]
     settle_secs: u64,
     /// Ring buffer sizes (config `ring_buffer_mib`) measured at each count; none given: the
-    /// default only. The daemon's RSS counts its ring buffer twice.
+    /// default only. The daemon's RSS counts its ring buffer's pages.
     #[arg(long, value_delimiter = ',')]
     ring_buffer_mib: Vec<u32>,
 }
@@ -394,8 +394,8 @@ impl Daemon {
     }
 }
 
-/// The daemon's RSS by what is mapped, from /proc/<pid>/smaps: BPF maps (the ring buffer, mapped
-/// twice), the daemon's binary, shared libraries, the heap and other anonymous memory (malloc
+/// The daemon's RSS by what is mapped, from /proc/<pid>/smaps: BPF maps (the ring buffer), the
+/// daemon's binary, shared libraries, the heap and other anonymous memory (malloc
 /// arenas, thread stacks), and the rest.
 fn rss_by_mapping(pid: u32, bin: &Path) -> anyhow::Result<Value> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;

@@ -38,7 +38,7 @@ impl Default for FlightConfig {
             per_agent: 256,
             per_agent_bytes: 16 << 10,
             max_agents: 1024,
-            max_bytes: 2 << 20,
+            max_bytes: 1 << 20,
         }
     }
 }
@@ -196,6 +196,11 @@ impl FlightRecorder {
             }
         }
         let ring = state.rings.entry(key.clone()).or_default();
+        // A quarter more room when full rather than double: a thousand agents' rings grow at
+        // once, and the bounds count events, not the room around them.
+        if ring.events.len() == ring.events.capacity() {
+            ring.events.reserve_exact((ring.events.len() / 4).max(4));
+        }
         ring.events.push_back(Recorded {
             event: event.clone(),
             size,

@@ -142,7 +142,7 @@ impl FeatureSchema {
         };
         let mut covered = 0;
         for nr in &self.syscall_columns {
-            let n = s.syscalls.get(nr).copied().unwrap_or(0);
+            let n = s.syscalls.get(*nr);
             covered += n;
             v.push(share(n));
         }

@@ -40,8 +40,8 @@ impl ClassKnowledge {
             self.first_unix_s = Some(self.first_unix_s.map_or(t, |f| f.min(t)));
             self.last_unix_s = Some(self.last_unix_s.map_or(t, |l| l.max(t)));
         }
-        for (nr, n) in &s.syscalls {
-            *self.syscalls.entry(*nr).or_default() += n;
+        for (nr, n) in s.syscalls.iter() {
+            *self.syscalls.entry(nr).or_default() += n;
         }
     }
 

@@ -2,11 +2,13 @@
 //! the window length in event time, so that a replay cuts exactly the windows the live run cut.
 
 mod classify;
+mod compact;
 mod stats;
 
 use foldhash::HashMap;
 
 pub use classify::PathClassifier;
+pub use compact::{KeySet, SyscallCounts};
 pub use stats::{Classifier, Destination, MAX_DISTINCT, MAX_SEQUENCE, WindowStats, parent_dir};
 
 use crate::event::{AgentRef, Body, Event};

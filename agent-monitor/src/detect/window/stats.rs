@@ -7,13 +7,13 @@
 //! hashes with foldhash rather than SipHash.
 
 use std::{
-    collections::BTreeMap,
     fmt,
     net::{IpAddr, SocketAddr},
 };
 
 use foldhash::{HashMap, HashSet};
 
+use super::compact::{KeySet, SyscallCounts};
 use crate::event::{Body, Event, SockBody};
 
 /// Largest distinct set kept per window and feature.
@@ -37,7 +37,7 @@ pub struct WindowStats {
     /// Kernel-lost events attributed to this agent in the window.
     pub lost: u64,
     /// Syscall counts by number, from the kernel counters.
-    pub syscalls: BTreeMap<u32, u64>,
+    pub syscalls: SyscallCounts,
     /// Syscall ids per thread, from the stream, in order.
     pub sequences: HashMap<u32, Vec<u16>>,
     pub file_reads: u64,
@@ -50,9 +50,9 @@ pub struct WindowStats {
     /// repeated path is classified once per window). Only counted, so keys rather than text: a
     /// thousand busy agents' open windows would otherwise hold every path they opened (PERF-
     /// ANCHORS row 7).
-    pub paths: HashMap<u64, bool>,
+    pub paths: KeySet,
     /// Distinct parent directories of those paths, by [`text_key`].
-    pub dirs: HashSet<u64>,
+    pub dirs: KeySet,
     pub connects: u64,
     pub connect_failures: u64,
     pub accepts: u64,
@@ -76,7 +76,7 @@ impl WindowStats {
     pub fn add(&mut self, event: &Event, classify: &mut impl Classifier) {
         self.events += 1;
         match &event.body {
-            Body::SyscallCount { nr, count, .. } => *self.syscalls.entry(*nr).or_default() += count,
+            Body::SyscallCount { nr, count, .. } => self.syscalls.add(*nr, *count),
             Body::Syscalls { ids } => {
                 let seq = self.sequences.entry(event.tid).or_default();
                 let room = MAX_SEQUENCE.saturating_sub(seq.len());
@@ -160,16 +160,12 @@ impl WindowStats {
         }
         // A path seen before in this window was classified then, and its directory counted.
         let key = text_key(path);
-        let sensitive = match self.paths.get(&key) {
-            Some(&sensitive) => sensitive,
+        let sensitive = match self.paths.get(key) {
+            Some(sensitive) => sensitive,
             None => {
                 let sensitive = classify.is_sensitive_path(path);
-                if self.dirs.len() < MAX_DISTINCT {
-                    self.dirs.insert(text_key(parent_dir(path)));
-                }
-                if self.paths.len() < MAX_DISTINCT {
-                    self.paths.insert(key, sensitive);
-                }
+                self.dirs.insert(text_key(parent_dir(path)), false);
+                self.paths.insert(key, sensitive);
                 sensitive
             }
         };
@@ -179,7 +175,7 @@ impl WindowStats {
     }
 
     pub fn syscall_total(&self) -> u64 {
-        self.syscalls.values().sum()
+        self.syscalls.total()
     }
 
     pub fn lossy(&self) -> bool {
