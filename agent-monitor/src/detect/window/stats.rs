@@ -79,8 +79,13 @@ impl WindowStats {
             Body::SyscallCount { nr, count, .. } => self.syscalls.add(*nr, *count),
             Body::Syscalls { ids } => {
                 let seq = self.sequences.entry(event.tid).or_default();
-                let room = MAX_SEQUENCE.saturating_sub(seq.len());
-                seq.extend(ids.iter().take(room));
+                let take = ids.len().min(MAX_SEQUENCE.saturating_sub(seq.len()));
+                // A quarter more room (or this batch's) rather than double: every busy
+                // agent's window holds its threads' sequences until it closes.
+                if seq.capacity() - seq.len() < take {
+                    seq.reserve_exact(take.max(seq.len() / 4));
+                }
+                seq.extend_from_slice(&ids[..take]);
             }
             Body::Open {
                 path, flags, ret, ..
