@@ -9,7 +9,7 @@
 use std::{collections::BTreeSet, sync::Arc};
 
 use foldhash::HashMap;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::{
     compile::Cond,
@@ -49,7 +49,9 @@ struct Bucket {
 /// The anchors of one field within a bucket.
 struct Anchor {
     field: Field,
-    globs: GlobSet,
+    /// Shared by every bucket whose anchor has the same globs: most rules apply to every class,
+    /// so each class's row repeats the same lists, and a built set is the index's largest part.
+    globs: Arc<GlobSet>,
     /// Rule of each glob, by glob number.
     glob_rules: Vec<u32>,
     ints: HashMap<i128, Vec<u32>>,
@@ -110,9 +112,24 @@ impl Index {
                 }
             }
         }
+        let mut built: HashMap<Vec<Glob>, Arc<GlobSet>> = HashMap::default();
         for (bucket, anchors) in buckets.iter_mut().zip(pending) {
             for p in anchors {
-                let Ok(globs) = p.globs.build() else {
+                let globs = match built.get(&p.globs) {
+                    Some(set) => Ok(set.clone()),
+                    None => {
+                        let mut b = GlobSetBuilder::new();
+                        for g in &p.globs {
+                            b.add(g.clone());
+                        }
+                        b.build().map(|set| {
+                            let set = Arc::new(set);
+                            built.insert(p.globs.clone(), set.clone());
+                            set
+                        })
+                    }
+                };
+                let Ok(globs) = globs else {
                     bucket.always.extend(&p.glob_rules);
                     bucket.always.extend(p.ints.values().flatten());
                     bucket.always.sort_unstable();
@@ -233,7 +250,7 @@ impl Anchor {
 
 struct PendingAnchor {
     field: Field,
-    globs: GlobSetBuilder,
+    globs: Vec<Glob>,
     glob_rules: Vec<u32>,
     ints: HashMap<i128, Vec<u32>>,
 }
@@ -282,7 +299,7 @@ fn add_anchors(pending: &mut Vec<PendingAnchor>, tests: &[&Test], rule: u32) -> 
             None => {
                 pending.push(PendingAnchor {
                     field: t.field,
-                    globs: GlobSetBuilder::new(),
+                    globs: Vec::new(),
                     glob_rules: Vec::new(),
                     ints: HashMap::default(),
                 });
@@ -296,7 +313,7 @@ fn add_anchors(pending: &mut Vec<PendingAnchor>, tests: &[&Test], rule: u32) -> 
             }
         }
         for glob in globs {
-            p.globs.add(glob);
+            p.globs.push(glob);
             p.glob_rules.push(rule);
         }
     }
