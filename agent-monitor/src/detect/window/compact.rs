@@ -83,6 +83,49 @@ impl SyscallCounts {
     }
 }
 
+/// Syscall id sequences by thread id, in the order the threads were first seen. A window holds
+/// one to a few threads, so a short list searched in order takes less room than a hash table.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sequences(Vec<(u32, Vec<u16>)>);
+
+impl Sequences {
+    /// The sequence of thread `tid`, empty when new.
+    pub fn entry(&mut self, tid: u32) -> &mut Vec<u16> {
+        let i = match self.0.iter().position(|(t, _)| *t == tid) {
+            Some(i) => i,
+            None => {
+                self.0.push((tid, Vec::new()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    pub fn get(&self, tid: u32) -> Option<&[u16]> {
+        self.0
+            .iter()
+            .find(|(t, _)| *t == tid)
+            .map(|(_, s)| s.as_slice())
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Vec<u16>> {
+        self.0.iter().map(|(_, s)| s)
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Vec<u16>> {
+        self.0.iter_mut().map(|(_, s)| s)
+    }
+
+    /// Threads.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +164,19 @@ mod tests {
             "{}",
             s.0.capacity()
         );
+    }
+
+    #[test]
+    fn sequences_are_kept_per_thread() {
+        let mut s = Sequences::default();
+        s.entry(7).extend([1, 2]);
+        s.entry(9).push(3);
+        s.entry(7).push(4);
+        assert_eq!(
+            (s.get(7), s.get(9), s.get(8)),
+            (Some(&[1, 2, 4][..]), Some(&[3][..]), None)
+        );
+        assert_eq!((s.len(), s.values().map(Vec::len).sum::<usize>()), (2, 4));
     }
 
     #[test]

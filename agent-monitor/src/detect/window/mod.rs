@@ -8,7 +8,7 @@ mod stats;
 use foldhash::HashMap;
 
 pub use classify::PathClassifier;
-pub use compact::{KeySet, SyscallCounts};
+pub use compact::{KeySet, Sequences, SyscallCounts};
 pub use stats::{Classifier, Destination, MAX_DISTINCT, MAX_SEQUENCE, WindowStats, parent_dir};
 
 use crate::event::{AgentRef, Body, Event};

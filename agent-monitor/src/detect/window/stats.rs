@@ -11,9 +11,9 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use foldhash::{HashMap, HashSet};
+use foldhash::HashSet;
 
-use super::compact::{KeySet, SyscallCounts};
+use super::compact::{KeySet, Sequences, SyscallCounts};
 use crate::event::{Body, Event, SockBody};
 
 /// Largest distinct set kept per window and feature.
@@ -39,7 +39,7 @@ pub struct WindowStats {
     /// Syscall counts by number, from the kernel counters.
     pub syscalls: SyscallCounts,
     /// Syscall ids per thread, from the stream, in order.
-    pub sequences: HashMap<u32, Vec<u16>>,
+    pub sequences: Sequences,
     pub file_reads: u64,
     pub file_writes: u64,
     pub file_failures: u64,
@@ -78,7 +78,7 @@ impl WindowStats {
         match &event.body {
             Body::SyscallCount { nr, count, .. } => self.syscalls.add(*nr, *count),
             Body::Syscalls { ids } => {
-                let seq = self.sequences.entry(event.tid).or_default();
+                let seq = self.sequences.entry(event.tid);
                 let take = ids.len().min(MAX_SEQUENCE.saturating_sub(seq.len()));
                 // A quarter more room (or this batch's) rather than double: every busy
                 // agent's window holds its threads' sequences until it closes.
