@@ -357,15 +357,9 @@ fn path_on_a_page_not_mapped_at_entry_arrives_with_its_path() {
     let name = tmp.path().join("name");
     std::fs::write(&name, b"/etc/hostname\0").unwrap();
     let file = std::fs::File::open(&name).unwrap();
-    let procs = CString::new(agent.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
-    // SAFETY: the child makes only async-signal-safe calls (open, write, mmap) and exits.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        // SAFETY: as above; "0" moves the writing process into the cgroup.
+    let pid = in_child_in(&agent, || {
+        // SAFETY: only async-signal-safe calls (mmap, open) on a file the parent opened.
         unsafe {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            let moved = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
             let page = libc::mmap(
                 std::ptr::null_mut(),
                 4096,
@@ -374,17 +368,9 @@ fn path_on_a_page_not_mapped_at_entry_arrives_with_its_path() {
                 file.as_raw_fd(),
                 0,
             );
-            let opened = page != libc::MAP_FAILED && libc::open(page.cast(), libc::O_RDONLY) >= 0;
-            libc::_exit(if moved && opened { 0 } else { 1 });
+            page != libc::MAP_FAILED && libc::open(page.cast(), libc::O_RDONLY) >= 0
         }
-    }
-    let mut status = 0;
-    // SAFETY: waits for the child forked above.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "child: {status}"
-    );
+    });
     std::thread::sleep(Duration::from_millis(250));
     let events = daemon.stop();
     let opens: Vec<&Value> = of_kind(&events, "open")
@@ -399,8 +385,9 @@ fn path_on_a_page_not_mapped_at_entry_arrives_with_its_path() {
 }
 
 /// The reader maps the ring buffer's data once, so a record that runs past its end arrives in
-/// two pieces that the reader joins. Opens, several times the size of a 1 MiB buffer in all, must each arrive whole and in order: a badly joined record would
-/// show as a wrong path, a misread length as a lost or garbled record after it.
+/// two pieces that the reader joins. Opens, several times the size of a 1 MiB buffer in all,
+/// must each arrive whole and in order: a badly joined record would show as a wrong path, a
+/// misread length as a lost or garbled record after it.
 #[test]
 fn records_that_wrap_around_the_ring_buffer_arrive_whole() {
     const OPENS: usize = 12_000;
@@ -416,36 +403,23 @@ fn records_that_wrap_around_the_ring_buffer_arrive_whole() {
     // failed open is an event too).
     let path = |i: usize| format!("/nonexistent/wrap-{i:05}-{}", "x".repeat(i * 7 % 200));
     let paths: Vec<CString> = (0..OPENS).map(|i| CString::new(path(i)).unwrap()).collect();
-    let procs = CString::new(agent.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
-    // SAFETY: the child makes only async-signal-safe calls (open, write, nanosleep) and exits.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        // SAFETY: as above; "0" moves the writing process into the cgroup.
-        unsafe {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                libc::_exit(1);
+    let pid = in_child_in(&agent, || {
+        for (i, p) in paths.iter().enumerate() {
+            // SAFETY: open and nanosleep are async-signal-safe; the paths were made before.
+            unsafe { libc::open(p.as_ptr(), libc::O_RDONLY) };
+            // A pause every few KB of records: the test is about how records are read, not
+            // about outrunning the reader (of a debug build, in tests).
+            if i % 20 == 19 {
+                let pause = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 2_000_000,
+                };
+                // SAFETY: as above.
+                unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
             }
-            for (i, p) in paths.iter().enumerate() {
-                libc::open(p.as_ptr(), libc::O_RDONLY);
-                // A pause every few KB of records: the test is about how records are read, not
-                // about outrunning the reader (of a debug build, in tests).
-                if i % 20 == 19 {
-                    let pause = libc::timespec {
-                        tv_sec: 0,
-                        tv_nsec: 2_000_000,
-                    };
-                    libc::nanosleep(&pause, std::ptr::null_mut());
-                }
-            }
-            libc::_exit(0);
         }
-    }
-    let mut status = 0;
-    // SAFETY: waits for the child forked above.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        true
+    });
     std::thread::sleep(Duration::from_millis(250));
     let events = daemon.stop();
     let lost: Vec<&Value> = of_kind(&events, "lost").collect();
@@ -464,4 +438,32 @@ fn records_that_wrap_around_the_ring_buffer_arrive_whole() {
     for (i, p) in got.iter().enumerate() {
         assert_eq!(*p, path(i), "open {i}");
     }
+}
+
+/// Runs `child` in a forked process that first moves itself into `cgroup`, waits for it and
+/// checks that it succeeded; returns its pid. The test process has threads, so `child` may make
+/// only async-signal-safe calls on data made before the fork.
+fn in_child_in(cgroup: &std::path::Path, child: impl FnOnce() -> bool) -> i32 {
+    let procs = CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
+    // SAFETY: the child makes only async-signal-safe calls (open, write, `child`) and exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: as above; "0" moves the writing process into the cgroup.
+        let moved = unsafe {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            libc::write(fd, b"0".as_ptr().cast(), 1) == 1
+        };
+        let ok = moved && child();
+        // SAFETY: ends the child without running the parent's exit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child: {status}"
+    );
+    pid
 }

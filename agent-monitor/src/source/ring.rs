@@ -101,7 +101,7 @@ impl RingReader {
     }
 
     /// Bytes written and not yet consumed, as a share of the buffer (0 to 1).
-    pub fn fill(&self) -> f64 {
+    fn fill(&self) -> f64 {
         let used = self
             .producer_pos()
             .saturating_sub(self.consumer_pos().load(Ordering::Acquire));
