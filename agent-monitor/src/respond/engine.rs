@@ -68,6 +68,10 @@ pub struct Responder {
     /// Responses made outside a decision (a removed agent's cgroup), already given to the
     /// sinks, returned by the next [`Responder::tick`] for the output.
     pending: Vec<Response>,
+    /// Agents removed since the last [`Responder::tick`] whose cgroup is gone. The pipeline
+    /// scores an agent's last window after its removal, so that window's findings arrive here
+    /// afterwards; acting on them would put an entry back for a cgroup that no longer exists.
+    vanished: Vec<Arc<str>>,
 }
 
 impl Responder {
@@ -80,6 +84,7 @@ impl Responder {
             sinks: Vec::new(),
             cgroup_root: None,
             pending: Vec::new(),
+            vanished: Vec::new(),
         }
     }
 
@@ -180,8 +185,16 @@ impl Responder {
             }
             _ => {}
         }
-        if let Body::AgentRemoved(_) = &event.body {
+        if let (Body::AgentRemoved(_), Some(agent)) = (&event.body, &event.agent) {
             self.forget_gone(event.ts_ns);
+            let gone = self.cgroup_root.as_ref().is_some_and(|root| {
+                crate::cgroup::exists(root, event.cgroup_id).is_ok_and(|found| !found)
+            });
+            if gone {
+                self.targets.remove(&agent.id);
+                self.states.remove(&agent.id);
+                self.vanished.push(agent.id.clone());
+            }
         }
     }
 
@@ -199,6 +212,10 @@ impl Responder {
         }
         let mut out = Vec::new();
         for (agent, fs) in by_agent {
+            if self.vanished.contains(&agent) {
+                log::info!("{agent}: findings after its cgroup was removed; nothing to act on");
+                continue;
+            }
             let class = fs.first().map(|f| f.class.clone()).unwrap_or_default();
             let state = self.states.get(&agent).cloned().unwrap_or_default();
             let (next, decision) = decide(&self.policy, &class, &state, &fs, now_ns);
@@ -229,8 +246,10 @@ impl Responder {
         out
     }
 
-    /// Lets time pass without findings (cooldowns).
+    /// Lets time pass without findings (cooldowns). The pipeline calls it at the end of every
+    /// batch, when the windows its removals closed have been scored.
     pub fn tick(&mut self, now_ns: u64) -> Vec<Response> {
+        self.vanished.clear();
         let agents: Vec<Arc<str>> = self.states.keys().cloned().collect();
         let mut out = Vec::new();
         for agent in agents {
@@ -590,6 +609,24 @@ mod tests {
                 "agent a false Some(Contain)"
             ]
         );
+    }
+
+    #[test]
+    fn findings_of_a_removed_agents_last_window_start_no_containment() {
+        let (actions, sink) = (Log::default(), Log::default());
+        // Not a cgroup mount: no cgroup is found under it, so cgroup 9 is gone.
+        let root = tempfile::tempdir().unwrap();
+        let mut r = responder(&actions, &sink).with_cgroup_root(root.path().into());
+        r.on_event(&announcement("a", false));
+        r.on_event(&announcement("a", true));
+        let last_window = [finding("a", 2, 1.0, Some(Tier::Contain))];
+        assert!(r.on_findings(&last_window, 2 * S).is_empty());
+        assert!(actions.lock().unwrap().is_empty());
+        assert_eq!(r.tier("a"), None);
+        // After the batch, a finding of an agent of that name is acted on again.
+        r.tick(3 * S);
+        assert_eq!(r.on_findings(&last_window, 3 * S).len(), 1);
+        assert_eq!(*actions.lock().unwrap(), ["rate_limit+a", "deny_all+a"]);
     }
 
     #[test]
