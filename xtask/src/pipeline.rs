@@ -32,8 +32,10 @@ pub struct Options {
     #[arg(long, default_value_t = 5_000_000)]
     events: u64,
     /// Rounds; each round measures every configuration once, in turn, so that a slow spell of a
-    /// shared machine hits all of them alike (median over rounds reported).
-    #[arg(long, alias = "reps", default_value_t = 3)]
+    /// shared machine hits all of them alike (median over rounds reported). One measurement
+    /// takes about half a second and varies by up to 10% on a shared VM, more than row 10's
+    /// 5% allows; 15 rounds (about a minute and a half) settle the medians.
+    #[arg(long, alias = "reps", default_value_t = 15)]
     rounds: usize,
     /// Measure only the configurations whose name contains one of these (comma-separated, for
     /// example `rules,scoring`); the results file is then not written.
@@ -114,7 +116,12 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
 
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
     for round in 1..=opts.rounds {
-        for (setup, xs) in setups.iter().zip(&mut samples) {
+        // Each round starts one configuration later, so none always follows the same one
+        // (what ran before leaves the caches and the allocator in its own state).
+        let start = (round - 1) % setups.len().max(1);
+        let mut order: Vec<_> = setups.iter().zip(&mut samples).collect();
+        order.rotate_left(start);
+        for (setup, xs) in order {
             let rate = events_per_cpu_second(&mut held, opts.events, (setup.make)()?)?;
             eprintln!(
                 "round {round}: {:<24} {:>6.2} M events/CPU-s, {:>6.0} ns/event",
@@ -168,7 +175,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         scaling.insert("ratio_1000_to_1".into(), json!(thousand / one));
     }
     let report = json!({
-        "method": "trace of the representative agents held in memory, fed through Pipeline::process (no output sinks); this thread's CPU time inside process and finish; every configuration measured once per round, in turn; median over rounds",
+        "method": "trace of the representative agents held in memory, fed through Pipeline::process (no output sinks); this thread's CPU time inside process and finish; every configuration measured once per round, in turn, each round starting one configuration later; median over rounds",
         "records_in_trace": records,
         "events_per_measurement": opts.events,
         "rounds": opts.rounds,
