@@ -2,7 +2,12 @@
 //! agent's feature window; every closed window is scored against its class baseline and learned
 //! from when healthy. Time is the events' own, so a replay finds exactly what the live run found.
 
-use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
 
 use foldhash::HashSet;
 
@@ -35,6 +40,9 @@ pub struct Detection {
     unidentified: HashSet<u64>,
     /// When each unidentified cgroup's first unattributed event happened.
     unidentified_since: HashMap<u64, u64>,
+    /// Cgroups of the agents removed last: events still in the ring buffer when a cgroup went
+    /// arrive after its removal, unattributed, and are no unknown workload.
+    removed: VecDeque<u64>,
     unidentified_policy: UnidentifiedPolicy,
     closed: Vec<Window>,
     /// Latest event time seen: the clock that closes idle windows in replay.
@@ -54,6 +62,8 @@ pub struct UnidentifiedPolicy {
 
 /// Unidentified cgroups followed at most (beyond, the oldest is reported at once).
 const MAX_UNIDENTIFIED_TRACKED: usize = 65_536;
+/// Removed cgroups remembered (their late events come within one drain of the ring buffer).
+const REMOVED_REMEMBERED: usize = 256;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DetectionStats {
@@ -80,6 +90,7 @@ impl Detection {
             contained: HashSet::default(),
             unidentified: HashSet::default(),
             unidentified_since: HashMap::new(),
+            removed: VecDeque::new(),
             unidentified_policy: UnidentifiedPolicy::default(),
             closed: Vec::new(),
             now_ns: 0,
@@ -154,15 +165,26 @@ impl Detection {
     }
 
     /// A cgroup whose events stay unattributed for `after` is a finding, at its next event: a
-    /// cgroup that vanished meanwhile (a pod torn down) sends none and is not reported.
+    /// cgroup that vanished meanwhile (a pod torn down) sends none and is not reported, and the
+    /// late events of an agent just removed are not an unknown workload's.
     fn check_unidentified(&mut self, event: &Event, out: &mut Vec<Finding>) {
         let cg = event.cgroup_id;
-        if matches!(event.body, Body::AgentAdded(_)) {
-            self.unidentified_since.remove(&cg);
-            self.unidentified.remove(&cg);
-            return;
+        match event.body {
+            Body::AgentAdded(_) => {
+                self.unidentified_since.remove(&cg);
+                self.unidentified.remove(&cg);
+                return;
+            }
+            Body::AgentRemoved(_) => {
+                if self.removed.len() == REMOVED_REMEMBERED {
+                    self.removed.pop_front();
+                }
+                self.removed.push_back(cg);
+                return;
+            }
+            _ => {}
         }
-        if event.agent.is_some() || self.unidentified.contains(&cg) {
+        if event.agent.is_some() || self.unidentified.contains(&cg) || self.removed.contains(&cg) {
             return;
         }
         if self.unidentified_since.len() >= MAX_UNIDENTIFIED_TRACKED
@@ -367,5 +389,25 @@ mod tests {
         });
         let f = unidentified_findings(&mut d, &[event(9, S, false), added, event(9, 50 * S, true)]);
         assert!(f.is_empty());
+    }
+
+    #[test]
+    fn late_events_of_a_removed_agent_are_not_an_unidentified_cgroup() {
+        let mut d = detection(0, None);
+        let mut removed = event(9, S, true);
+        removed.body = Body::AgentRemoved(AgentBody {
+            id: "a".into(),
+            class: "fraud".into(),
+            cgroup_path: "/agents/fraud/a".into(),
+            slot: 0,
+        });
+        // Still in the ring buffer when the cgroup went: unattributed once the removal is seen.
+        let late = event(9, 2 * S, false);
+        assert!(unidentified_findings(&mut d, &[removed, late]).is_empty());
+        // Another cgroup's unattributed event still is a finding.
+        assert_eq!(
+            unidentified_findings(&mut d, &[event(10, 3 * S, false)]).len(),
+            1
+        );
     }
 }

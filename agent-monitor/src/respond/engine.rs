@@ -68,10 +68,6 @@ pub struct Responder {
     /// Responses made outside a decision (a removed agent's cgroup), already given to the
     /// sinks, returned by the next [`Responder::tick`] for the output.
     pending: Vec<Response>,
-    /// Agents removed since the last [`Responder::tick`] whose cgroup is gone. The pipeline
-    /// scores an agent's last window after its removal, so that window's findings arrive here
-    /// afterwards; acting on them would put an entry back for a cgroup that no longer exists.
-    vanished: Vec<Arc<str>>,
 }
 
 impl Responder {
@@ -84,7 +80,6 @@ impl Responder {
             sinks: Vec::new(),
             cgroup_root: None,
             pending: Vec::new(),
-            vanished: Vec::new(),
         }
     }
 
@@ -187,13 +182,9 @@ impl Responder {
         }
         if let (Body::AgentRemoved(_), Some(agent)) = (&event.body, &event.agent) {
             self.forget_gone(event.ts_ns);
-            let gone = self.cgroup_root.as_ref().is_some_and(|root| {
-                crate::cgroup::exists(root, event.cgroup_id).is_ok_and(|found| !found)
-            });
-            if gone {
+            if self.is_gone(event.cgroup_id) {
                 self.targets.remove(&agent.id);
                 self.states.remove(&agent.id);
-                self.vanished.push(agent.id.clone());
             }
         }
     }
@@ -212,18 +203,28 @@ impl Responder {
         }
         let mut out = Vec::new();
         for (agent, fs) in by_agent {
-            if self.vanished.contains(&agent) {
-                log::info!("{agent}: findings after its cgroup was removed; nothing to act on");
-                continue;
-            }
             let class = fs.first().map(|f| f.class.clone()).unwrap_or_default();
             let state = self.states.get(&agent).cloned().unwrap_or_default();
             let (next, decision) = decide(&self.policy, &class, &state, &fs, now_ns);
-            self.states.insert(agent.clone(), next);
-            let Some(decision) = decision else { continue };
+            let Some(decision) = decision else {
+                self.states.insert(agent, next);
+                continue;
+            };
             // Latency metrics (a no-op unless the live daemon installed them).
             let decided_ns = crate::clock::boot_ns();
             let target = self.target(&agent, &class, &fs);
+            // Findings can outlive their cgroup: the window its removal closed is scored after
+            // the removal, and events still in the ring buffer arrive unattributed. What they
+            // would put in force would stay for ever, as no removal follows any more.
+            if decision.to > decision.from && self.is_gone(target.cgroup_id) {
+                log::info!(
+                    "{agent}: cgroup {} no longer exists; {:?} not put in force",
+                    target.cgroup_id,
+                    decision.to
+                );
+                continue;
+            }
+            self.states.insert(agent.clone(), next);
             let actions = self.act(&decision, &target);
             crate::observe::latency::decided(&fs, &decision, decided_ns);
             let response = Response {
@@ -246,10 +247,8 @@ impl Responder {
         out
     }
 
-    /// Lets time pass without findings (cooldowns). The pipeline calls it at the end of every
-    /// batch, when the windows its removals closed have been scored.
+    /// Lets time pass without findings (cooldowns).
     pub fn tick(&mut self, now_ns: u64) -> Vec<Response> {
-        self.vanished.clear();
         let agents: Vec<Arc<str>> = self.states.keys().cloned().collect();
         let mut out = Vec::new();
         for agent in agents {
@@ -345,6 +344,14 @@ impl Responder {
             }
         }
         release.actions
+    }
+
+    /// Whether the kernel says this cgroup no longer exists (one `open_by_handle_at`); a cgroup
+    /// that cannot be checked, or no cgroup root, counts as present.
+    fn is_gone(&self, cgroup_id: u64) -> bool {
+        self.cgroup_root
+            .as_ref()
+            .is_some_and(|root| crate::cgroup::exists(root, cgroup_id).is_ok_and(|found| !found))
     }
 
     fn target(&self, agent: &str, class: &str, findings: &[Finding]) -> Target {
@@ -612,20 +619,23 @@ mod tests {
     }
 
     #[test]
-    fn findings_of_a_removed_agents_last_window_start_no_containment() {
+    fn findings_about_a_cgroup_that_no_longer_exists_put_nothing_in_force() {
         let (actions, sink) = (Log::default(), Log::default());
         // Not a cgroup mount: no cgroup is found under it, so cgroup 9 is gone.
         let root = tempfile::tempdir().unwrap();
         let mut r = responder(&actions, &sink).with_cgroup_root(root.path().into());
         r.on_event(&announcement("a", false));
         r.on_event(&announcement("a", true));
-        let last_window = [finding("a", 2, 1.0, Some(Tier::Contain))];
-        assert!(r.on_findings(&last_window, 2 * S).is_empty());
+        // The last window of the removed agent, and a late event of its cgroup, unattributed.
+        let last_window = finding("a", 2, 1.0, Some(Tier::Contain));
+        let late = finding("cgroup:9", 2, 1.0, Some(Tier::Contain));
+        assert!(r.on_findings(&[last_window, late], 2 * S).is_empty());
         assert!(actions.lock().unwrap().is_empty());
-        assert_eq!(r.tier("a"), None);
-        // After the batch, a finding of an agent of that name is acted on again.
-        r.tick(3 * S);
-        assert_eq!(r.on_findings(&last_window, 3 * S).len(), 1);
+        assert_eq!((r.tier("a"), r.tier("cgroup:9")), (None, None));
+        // Where the cgroup exists (no root to check against here), the same finding acts.
+        let mut r = responder(&actions, &sink);
+        let out = r.on_findings(&[finding("a", 2, 1.0, Some(Tier::Contain))], 2 * S);
+        assert_eq!(out.len(), 1);
         assert_eq!(*actions.lock().unwrap(), ["rate_limit+a", "deny_all+a"]);
     }
 
