@@ -353,6 +353,7 @@ fn responder(
     if !live {
         return Ok((responder, None));
     }
+    responder = responder.with_live_cgroups();
     responder = responder.with_sink(Box::new(StateSink(StateDir::new(&config.state_dir))));
     if let Some(audit) = &config.audit {
         let log = AuditLog::from_config(audit)?;

@@ -65,6 +65,9 @@ pub struct Responder {
     sinks: Vec<Box<dyn ResponseSink>>,
     /// cgroup v2 mount, to turn announced cgroup paths into directories.
     cgroup_root: Option<PathBuf>,
+    /// The events' cgroups are this host's (live, not a replay of another host's recording),
+    /// so a decision may ask whether its cgroup still exists.
+    live_cgroups: bool,
     /// Responses made outside a decision (a removed agent's cgroup), already given to the
     /// sinks, returned by the next [`Responder::tick`] for the output.
     pending: Vec<Response>,
@@ -79,12 +82,19 @@ impl Responder {
             actuators: Vec::new(),
             sinks: Vec::new(),
             cgroup_root: None,
+            live_cgroups: false,
             pending: Vec::new(),
         }
     }
 
     pub fn with_cgroup_root(mut self, root: PathBuf) -> Self {
         self.cgroup_root = Some(root);
+        self
+    }
+
+    /// Live: the events' cgroups are this host's, under the cgroup root.
+    pub fn with_live_cgroups(mut self) -> Self {
+        self.live_cgroups = true;
         self
     }
 
@@ -347,11 +357,12 @@ impl Responder {
     }
 
     /// Whether the kernel says this cgroup no longer exists (one `open_by_handle_at`); a cgroup
-    /// that cannot be checked, or no cgroup root, counts as present.
+    /// that cannot be checked counts as present, and so does every cgroup of a replay.
     fn is_gone(&self, cgroup_id: u64) -> bool {
-        self.cgroup_root
-            .as_ref()
-            .is_some_and(|root| crate::cgroup::exists(root, cgroup_id).is_ok_and(|found| !found))
+        let Some(root) = self.cgroup_root.as_ref().filter(|_| self.live_cgroups) else {
+            return false;
+        };
+        crate::cgroup::exists(root, cgroup_id).is_ok_and(|found| !found)
     }
 
     fn target(&self, agent: &str, class: &str, findings: &[Finding]) -> Target {
@@ -623,7 +634,9 @@ mod tests {
         let (actions, sink) = (Log::default(), Log::default());
         // Not a cgroup mount: no cgroup is found under it, so cgroup 9 is gone.
         let root = tempfile::tempdir().unwrap();
-        let mut r = responder(&actions, &sink).with_cgroup_root(root.path().into());
+        let mut r = responder(&actions, &sink)
+            .with_cgroup_root(root.path().into())
+            .with_live_cgroups();
         r.on_event(&announcement("a", false));
         r.on_event(&announcement("a", true));
         // The last window of the removed agent, and a late event of its cgroup, unattributed.
@@ -632,8 +645,8 @@ mod tests {
         assert!(r.on_findings(&[last_window, late], 2 * S).is_empty());
         assert!(actions.lock().unwrap().is_empty());
         assert_eq!((r.tier("a"), r.tier("cgroup:9")), (None, None));
-        // Where the cgroup exists (no root to check against here), the same finding acts.
-        let mut r = responder(&actions, &sink);
+        // A replay decides as the live run did: its cgroups were the recording host's.
+        let mut r = responder(&actions, &sink).with_cgroup_root(root.path().into());
         let out = r.on_findings(&[finding("a", 2, 1.0, Some(Tier::Contain))], 2 * S);
         assert_eq!(out.len(), 1);
         assert_eq!(*actions.lock().unwrap(), ["rate_limit+a", "deny_all+a"]);
