@@ -69,11 +69,17 @@ pub async fn run(opts: &DemoOptions<'_>) -> anyhow::Result<ExitCode> {
             (p, id, dir)
         })
         .collect();
+    // The parents the demo creates go too (the topmost missing one of each agent's path).
+    let created: std::collections::BTreeSet<PathBuf> = agents
+        .iter()
+        .filter_map(|(_, _, dir)| dir.ancestors().take_while(|d| !d.exists()).last())
+        .map(PathBuf::from)
+        .collect();
     for (_, _, dir) in &agents {
         cgroup::create(dir)?;
     }
     let result = demo(&config, &agents, opts).await;
-    for (_, _, dir) in &agents {
+    for dir in agents.iter().map(|(_, _, dir)| dir).chain(&created) {
         cgroup::remove_tree(dir);
     }
     result
