@@ -3,7 +3,11 @@
 //! did to the sinks (audit log, SOC webhook). Everything it does is also returned, so a drill or a
 //! replay can assert it.
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use serde::Serialize;
 
@@ -356,13 +360,15 @@ impl Responder {
         release.actions
     }
 
-    /// Whether the kernel says this cgroup no longer exists (one `open_by_handle_at`); a cgroup
-    /// that cannot be checked counts as present, and so does every cgroup of a replay.
+    /// The cgroup v2 mount to ask whether a cgroup still exists: live only, as a replay's
+    /// cgroups were the recording host's.
+    fn live_root(&self) -> Option<&Path> {
+        self.cgroup_root.as_deref().filter(|_| self.live_cgroups)
+    }
+
+    /// Whether this cgroup no longer exists; every cgroup of a replay counts as present.
     fn is_gone(&self, cgroup_id: u64) -> bool {
-        let Some(root) = self.cgroup_root.as_ref().filter(|_| self.live_cgroups) else {
-            return false;
-        };
-        crate::cgroup::exists(root, cgroup_id).is_ok_and(|found| !found)
+        self.live_root().is_some_and(|root| gone(root, cgroup_id))
     }
 
     fn target(&self, agent: &str, class: &str, findings: &[Finding]) -> Target {
@@ -416,6 +422,12 @@ impl Responder {
             .map(|(_, a)| a.undo(target))
             .collect()
     }
+}
+
+/// Whether the kernel says the cgroup no longer exists under `root` (one `open_by_handle_at`);
+/// a cgroup whose existence cannot be checked counts as present.
+fn gone(root: &Path, cgroup_id: u64) -> bool {
+    crate::cgroup::exists(root, cgroup_id).is_ok_and(|found| !found)
 }
 
 #[cfg(test)]

@@ -115,21 +115,7 @@ impl Index {
         let mut built: HashMap<Vec<Glob>, Arc<GlobSet>> = HashMap::default();
         for (bucket, anchors) in buckets.iter_mut().zip(pending) {
             for p in anchors {
-                let globs = match built.get(&p.globs) {
-                    Some(set) => Ok(set.clone()),
-                    None => {
-                        let mut b = GlobSetBuilder::new();
-                        for g in &p.globs {
-                            b.add(g.clone());
-                        }
-                        b.build().map(|set| {
-                            let set = Arc::new(set);
-                            built.insert(p.globs.clone(), set.clone());
-                            set
-                        })
-                    }
-                };
-                let Ok(globs) = globs else {
+                let Ok(globs) = shared_set(&mut built, &p.globs) else {
                     bucket.always.extend(&p.glob_rules);
                     bucket.always.extend(p.ints.values().flatten());
                     bucket.always.sort_unstable();
@@ -246,6 +232,23 @@ impl Anchor {
             Value::Bool(_) | Value::Addr(_) | Value::Missing => {}
         }
     }
+}
+
+/// The set these globs build, built once and shared by every anchor with the same globs.
+fn shared_set(
+    built: &mut HashMap<Vec<Glob>, Arc<GlobSet>>,
+    globs: &[Glob],
+) -> Result<Arc<GlobSet>, globset::Error> {
+    if let Some(set) = built.get(globs) {
+        return Ok(set.clone());
+    }
+    let mut builder = GlobSetBuilder::new();
+    for g in globs {
+        builder.add(g.clone());
+    }
+    let set = Arc::new(builder.build()?);
+    built.insert(globs.to_vec(), set.clone());
+    Ok(set)
 }
 
 struct PendingAnchor {

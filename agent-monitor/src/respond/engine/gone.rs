@@ -2,7 +2,9 @@
 //! dropped (a pinned map entry would otherwise outlive the agent for ever), with a response for
 //! the sinks and the output.
 
-use super::{Responder, Response};
+use std::path::Path;
+
+use super::{Responder, Response, gone};
 use crate::respond::{
     actuator::{ActionOutcome, Target},
     policy::{Decision, Reason},
@@ -13,12 +15,13 @@ impl Responder {
     /// agent's cgroup removed: its pinned map entry would otherwise stay for ever). Each cgroup
     /// dropped becomes a response (its tier to none, reason `cgroup_gone`) for the sinks (an
     /// audit record) and for the next [`Responder::tick`]. When an agent is removed, at start
-    /// (before restoring) and at exit. A cgroup whose existence cannot be checked is kept.
+    /// (before restoring) and at exit; live only. A cgroup whose existence cannot be checked is
+    /// kept.
     pub fn forget_gone(&mut self, now_ns: u64) -> Vec<Response> {
-        let Some(root) = self.cgroup_root.clone() else {
+        let Some(root) = self.live_root().map(Path::to_owned) else {
             return Vec::new();
         };
-        let exists = |id: u64| crate::cgroup::exists(&root, id).unwrap_or(true);
+        let exists = |id: u64| !gone(&root, id);
         let mut gone: Vec<(u64, Vec<ActionOutcome>)> = Vec::new();
         for (_, actuator) in self.actuators.iter_mut().rev() {
             for (cgroup_id, outcome) in actuator.forget_gone(&exists) {
